@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pytest
+
+from tumortrace.metrics import binary_metrics, bootstrap_ci, evaluation_report, threshold_for_sensitivity
+
+
+def test_hand_computed_confusion_matrix():
+    # labels: 4 malignant, 6 benign. At 0.5: TP 3 (0.9, 0.8, 0.6), FN 1 (0.4), FP 2 (0.7, 0.55), TN 4.
+    y = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    p = [0.9, 0.8, 0.6, 0.4, 0.7, 0.55, 0.3, 0.2, 0.1, 0.05]
+    m = binary_metrics(y, p, 0.5)
+    assert m["confusion_matrix"] == {"tp": 3, "fn": 1, "fp": 2, "tn": 4}
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["specificity"] == pytest.approx(4 / 6)
+    assert m["precision"] == pytest.approx(3 / 5)
+    assert m["npv"] == pytest.approx(4 / 5)
+    assert m["accuracy"] == pytest.approx(7 / 10)
+    assert m["f1"] == pytest.approx(2 * 0.6 * 0.75 / (0.6 + 0.75))
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 4 / 6) / 2)
+    # AUC by hand: pairs (malignant, benign) ranked correctly: 0.9>all 6, 0.8>all 6, 0.6>4 (not 0.7, 0.55 ->
+    # 0.6>0.55 yes) = 5, 0.4 > 0.3, 0.2, 0.1, 0.05 = 4 => 21/24
+    assert m["roc_auc"] == pytest.approx(21 / 24)
+
+
+def test_threshold_is_inclusive_and_malignant_is_positive():
+    m = binary_metrics([1, 0], [0.5, 0.49], 0.5)
+    assert m["confusion_matrix"] == {"tp": 1, "fn": 0, "fp": 0, "tn": 1}
+    m = binary_metrics([1, 0], [0.2, 0.9], 0.5)  # everything wrong
+    assert m["recall"] == 0 and m["specificity"] == 0
+
+
+def test_undefined_metrics_are_nan_not_errors():
+    m = binary_metrics([0, 0, 0], [0.1, 0.2, 0.3], 0.5)
+    assert math.isnan(m["roc_auc"]) and math.isnan(m["recall"]) and m["specificity"] == 1
+
+
+def test_threshold_for_sensitivity_reaches_target_on_validation():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.3 + rng.uniform(0, 0.7, 200), 0, 1)
+    t = threshold_for_sensitivity(y, p, 0.9)
+    assert binary_metrics(y, p, t)["recall"] >= 0.9
+    # and it is the highest such threshold: a hair above, sensitivity drops below target
+    assert binary_metrics(y, p, t + 1e-9)["recall"] < 0.9
+
+
+def test_bootstrap_ci_brackets_estimate_and_resamples_groups():
+    rng = np.random.default_rng(1)
+    y = np.repeat(rng.integers(0, 2, 60), 2)  # 60 groups of 2 identical copies
+    p = np.clip(y * 0.4 + rng.uniform(0, 0.6, 120), 0, 1)
+    groups = np.repeat(np.arange(60), 2)
+    ci = bootstrap_ci(y, p, 0.5, groups, n_boot=300)
+    est = binary_metrics(y, p, 0.5)
+    for k in ("roc_auc", "recall", "specificity"):
+        assert ci[k][0] <= est[k] <= ci[k][1]
+    # treating copies as independent understates uncertainty: group CI is wider
+    naive = bootstrap_ci(y, p, 0.5, None, n_boot=300)
+    assert (ci["roc_auc"][1] - ci["roc_auc"][0]) > (naive["roc_auc"][1] - naive["roc_auc"][0])
+
+
+def test_evaluation_report_keys():
+    r = evaluation_report([1, 0, 1, 0], [0.9, 0.1, 0.4, 0.6], ["a", "b", "c", "d"], 0.3, "rule", n_boot=20)
+    assert r["positive_class"] == "malignant"
+    assert set(r["thresholds"]) == {"default_0.5", "validated"}
+    assert r["thresholds"]["validated"]["threshold"] == 0.3
+    assert len(r["per_image"]) == 4 and r["per_image"][0]["label"] == "malignant"

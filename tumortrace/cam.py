@@ -1,0 +1,84 @@
+"""Class-activation maps for the malignant class.
+
+For a head that is global-average-pooling then Linear, the Grad-CAM weight of channel k for class c is
+d logit_c / d A_k averaged over positions = W[c, k] / (H·W): a positive constant times the head's weight.
+So Grad-CAM of the last conv block equals the CAM Σ_k W[c,k]·A_k up to that constant, which min–max
+normalisation removes. ``predict_with_cam`` gets probabilities and the map from one forward pass;
+``gradcam_reference`` runs the ``grad-cam`` package (forward + backward), kept as the reference and the
+fallback for other heads and methods.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
+
+from . import POSITIVE_INDEX
+from .models import TumorClassifier
+
+CAM_METHODS = ("fast-cam", "grad-cam")
+
+
+def _normalise_like_gradcam(cam_lowres: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """The exact post-processing of pytorch-grad-cam for one target layer (ReLU, scale+resize, scale)."""
+    scaled = scale_cam_image(np.maximum(cam_lowres, 0)[None], size_wh)
+    return scale_cam_image(np.maximum(scaled, 0))[0]
+
+
+@torch.inference_mode()
+def predict_with_cam(model: TumorClassifier, x: torch.Tensor, target: int = POSITIVE_INDEX):
+    """One forward pass → (probabilities [benign, malignant], CAM at the input's size, in [0, 1])."""
+    feats = model.features(x)
+    probs = model.head(feats).softmax(dim=1)[0]
+    # Keep grad-cam's exact scale (W / (H·W)) so its 1e-7 epsilon acts the same on near-zero maps.
+    weights = model.classifier.weight[target] / (feats.shape[-1] * feats.shape[-2])
+    cam = torch.einsum("k,khw->hw", weights, feats[0])
+    return probs.float().numpy(), _normalise_like_gradcam(cam.float().numpy(), (x.shape[-1], x.shape[-2]))
+
+
+def gradcam_reference(model: TumorClassifier, x: torch.Tensor, target: int = POSITIVE_INDEX):
+    """grad-cam's GradCAM on the last conv block → (probabilities, CAM at the input's size)."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with torch.enable_grad(), GradCAM(model=model, target_layers=[model.features]) as cam:
+        grayscale = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+        probs = cam.outputs.detach().softmax(dim=1)[0]
+    return probs.float().numpy(), grayscale[0]
+
+
+def compute(model: TumorClassifier, x: torch.Tensor, method: str = "fast-cam"):
+    if method == "fast-cam":
+        return predict_with_cam(model, x)
+    if method == "grad-cam":
+        return gradcam_reference(model, x)
+    raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """Heat map over the image at the image's own size (aspect kept). rgb: H×W×3 float [0,1] → uint8."""
+    h, w = rgb.shape[:2]
+    mask = cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return show_cam_on_image(rgb.astype(np.float32), np.clip(mask, 0, 1), use_rgb=True,
+                             image_weight=float(np.clip(1.0 - opacity, 0.0, 1.0)))
+
+
+def peak_in_mask(cam: np.ndarray, lesion_mask: np.ndarray) -> bool:
+    """Does the CAM's maximum fall inside the lesion outline? (mask: H×W bool, any size)"""
+    h, w = lesion_mask.shape[:2]
+    resized = cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    y, x = np.unravel_index(int(np.argmax(resized)), resized.shape)
+    return bool(lesion_mask[y, x])
+
+
+@torch.inference_mode()
+def predict_batch(model: TumorClassifier, x: torch.Tensor, with_cam: bool = False, target: int = POSITIVE_INDEX):
+    """Batched: (P(malignant) per image, CAMs at input size or None) from one forward pass."""
+    feats = model.features(x)
+    p = model.head(feats).softmax(dim=1)[:, 1].float().numpy()
+    if not with_cam:
+        return p, None
+    weights = model.classifier.weight[target] / (feats.shape[-1] * feats.shape[-2])
+    lowres = torch.einsum("k,nkhw->nhw", weights, feats).float().numpy()
+    return p, [_normalise_like_gradcam(c, (x.shape[-1], x.shape[-2])) for c in lowres]

@@ -1,0 +1,90 @@
+"""The model card (README.md of a model folder): Hub metadata, intended use, data, metrics with CIs."""
+from __future__ import annotations
+
+from . import INTENDED_USE, POSITIVE_CLASS, __version__
+
+LIMITATIONS = {
+    "ultrasound": [
+        "Trained on breast **ultrasound** (BUSI), not MRI: its output on MRI slices is not validated.",
+        "Single site (Baheya Hospital, Cairo, 2018), one population; no external validation.",
+        "Many BUSI images carry caliper marks and burned-in text, which a model can learn instead of "
+        "the lesion; check the Grad-CAM peak-in-mask figures below.",
+        "BUSI has no patient ids: images of one patient may sit on both sides of the split; only exact "
+        "and near-duplicate images were kept together (duplicate_group).",
+    ],
+}
+GENERIC_LIMITATIONS = [
+    "Classifies the lesion in one 2D slice; it does not detect lesions or use other slices or sequences.",
+    "Probabilities are not calibrated risks and do not map to BI-RADS categories.",
+]
+
+
+def _fmt(metric: str, block: dict) -> str:
+    v, (lo, hi) = block["metrics"][metric], block["ci95"][metric]
+    return f"{v:.3f} ({lo:.3f}–{hi:.3f})"
+
+
+def render(config: dict, evaluation: dict, history_summary: dict, data_citation: str = "") -> str:
+    modality = config.get("modality", "unspecified")
+    rows = []
+    names = [("roc_auc", "ROC-AUC"), ("recall", "sensitivity (recall)"), ("specificity", "specificity"),
+             ("precision", "precision (PPV)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "accuracy"),
+             ("balanced_accuracy", "balanced accuracy")]
+    v, d = evaluation["thresholds"]["validated"], evaluation["thresholds"]["default_0.5"]
+    for key, label in names:
+        rows.append(f"| {label} | {_fmt(key, d)} | {_fmt(key, v)} |")
+    cm = v["metrics"]["confusion_matrix"]
+    cam = evaluation.get("cam_peak_in_mask") or {}
+    cam_lines = [f"- {cls}: peak inside the lesion mask in {c['inside']}/{c['n']} test images "
+                 f"({c['fraction']:.0%})" for cls, c in cam.items() if c.get("n")]
+    limitations = LIMITATIONS.get(modality, []) + GENERIC_LIMITATIONS
+    auc = d["metrics"]["roc_auc"]
+    front = "\n".join([
+        "---", "library_name: tumortrace", "license: apache-2.0", "pipeline_tag: image-classification",
+        "tags:", "- medical-imaging", "- breast", f"- {modality}", "- research-only",
+        *(["datasets:", "- BUSI"] if "BUSI" in config.get("training_data", "") else []),
+        "model-index:", f"- name: tumortrace-{config['arch']}", "  results:",
+        "  - task: {type: image-classification}",
+        f"    dataset: {{name: \"{config.get('training_data', '')[:60]}\", type: image-classification, split: test}}",
+        "    metrics:", f"    - {{type: roc_auc, value: {auc:.4f}, name: test ROC-AUC (positive {POSITIVE_CLASS})}}",
+        "---",
+    ])
+    return f"""{front}
+
+# TumorTrace {config['arch']} — breast lesion benign/malignant ({modality})
+
+**Intended use.** {INTENDED_USE} It classifies one image slice containing a breast lesion as benign or
+malignant, for research and for reviewing model behaviour. It must not be used for diagnosis.
+
+| | |
+|---|---|
+| architecture | `{config['arch']}`, input {config['image_size']}×{config['image_size']} |
+| modality | **{modality}** |
+| training data | {config.get('training_data', 'unspecified')} |
+| classes | index 0 `benign`, index 1 `malignant` (positive class) |
+| decision threshold | {config['threshold']:.4f} — {config.get('threshold_rule', '')} |
+| weights | `model.safetensors` ({config.get('weights_dtype', 'float16')}), sha256 `{config.get('weights_sha256', '')[:16]}…` |
+| training | {history_summary.get('text', '')} |
+| made with | tumortrace {__version__} |
+
+## Held-out test metrics (positive class: {POSITIVE_CLASS})
+
+Test split: {evaluation['n_images']} images ({evaluation['n_malignant']} malignant, {evaluation['n_benign']} benign,
+{evaluation['n_groups']} duplicate groups). 95% CIs from {evaluation.get('bootstrap', 1000)} bootstrap resamples
+of whole duplicate groups.
+
+| metric (malignant = positive) | at 0.5 | at validated threshold {v['threshold']:.3f} |
+|---|---|---|
+{chr(10).join(rows)}
+
+Confusion matrix at the validated threshold: TP {cm['tp']}, FN {cm['fn']}, FP {cm['fp']}, TN {cm['tn']}.
+
+## Where the model looks (Grad-CAM peak vs. radiologist's lesion mask, test split)
+{chr(10).join(cam_lines) or 'No lesion masks in the test data.'}
+
+## Limitations
+{chr(10).join('- ' + x for x in limitations)}
+
+## Data
+{data_citation or config.get('training_data', '')}
+"""

@@ -1,0 +1,207 @@
+"""Reading one image slice from disk: PNG, JPEG, TIFF, BMP, GIF, 8/16-bit/float grayscale, and DICOM.
+
+Every reader returns float32 pixels in [0, 1] (H×W grayscale or H×W×3 RGB) plus a small ``info`` dict
+that says what was done (frame used, DICOM window, 16-bit scaling). ``info`` never holds DICOM
+identifying tags. Every failure is an :class:`ImageLoadError` naming the file and the problem.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 50_000_000  # ~7000×7000; above this an upload is refused before decoding
+MIN_SIDE = 16
+MAX_ASPECT = 20.0
+MAX_FILE_BYTES = 200 * 1024 * 1024
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dcm", ".dicom"}
+
+
+class ImageLoadError(ValueError):
+    """A file that cannot be used as an image slice; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{Path(self.path).name}: {reason}")
+
+
+@dataclass
+class LoadedImage:
+    pixels: np.ndarray  # float32 in [0, 1], H×W or H×W×3
+    info: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)"""
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+    path = Path(path)
+    try:
+        nbytes = path.stat().st_size
+    except OSError as exc:
+        raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc})") from None
+    if nbytes == 0:
+        raise ImageLoadError(path, "file is empty (0 bytes)")
+    if nbytes > MAX_FILE_BYTES:
+        raise ImageLoadError(path, f"file is {nbytes / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
+    if _looks_like_dicom(path):
+        loaded = _load_dicom(path, max_pixels)
+    else:
+        loaded = _load_pillow(path, max_pixels)
+    _check_geometry(path, loaded.pixels.shape[1], loaded.pixels.shape[0])
+    return loaded
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in {".dcm", ".dicom"}:
+        return True
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _check_geometry(path: Path, width: int, height: int, max_pixels: int | None = None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageLoadError(
+            path, f"image is {width}×{height} pixels ({width * height / 1e6:.0f} MP); the limit is "
+                  f"{max_pixels / 1e6:.0f} MP (possible decompression bomb)")
+    if min(width, height) < MIN_SIDE:
+        raise ImageLoadError(path, f"image is only {width}×{height} pixels; at least {MIN_SIDE}×{MIN_SIDE} is needed")
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise ImageLoadError(path, f"image is {width}×{height}: aspect ratio above {MAX_ASPECT:.0f}:1 is not a slice")
+
+
+def _load_pillow(path: Path, max_pixels: int) -> LoadedImage:
+    info: dict = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                info["format"] = im.format
+                _check_geometry(path, im.width, im.height, max_pixels)
+                n_frames = getattr(im, "n_frames", 1)
+                if n_frames > 1:
+                    im.seek(0)
+                    info["frame"] = f"frame 1 of {n_frames} used"
+                im = ImageOps.exif_transpose(im) if im.format == "JPEG" else im
+                im.load()
+                pixels = _pillow_to_array(path, im, info)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not a recognised image (expected PNG, JPEG, TIFF, BMP or DICOM)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageLoadError(path, f"image has too many pixels; the limit is {max_pixels / 1e6:.0f} MP "
+                                   "(possible decompression bomb)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageLoadError(path, f"image data is corrupt or truncated ({exc})") from None
+    return LoadedImage(pixels, info)
+
+
+def _pillow_to_array(path: Path, im: Image.Image, info: dict) -> np.ndarray:
+    mode = im.mode
+    info["mode"] = mode
+    if mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        arr = np.asarray(im, dtype=np.float64)
+        return _scale_high_depth(path, arr, info)
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in {"1", "CMYK", "YCbCr", "LAB", "HSV"}:
+        im = im.convert("L" if mode == "1" else "RGB")
+    elif mode in {"I;16S", "I;32"}:
+        raise ImageLoadError(path, f"pixel mode {mode} is not supported")
+    if im.mode in {"RGBA", "LA", "PA"}:
+        # Composite over black: scanners pad with black, and a white matte would read as tissue.
+        info["alpha"] = "transparent pixels composited over black"
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        rgb = rgba[..., :3] * rgba[..., 3:4]
+        return _collapse_gray(rgb)
+    arr = np.asarray(im, dtype=np.float32) / 255.0
+    return _collapse_gray(arr) if arr.ndim == 3 else arr
+
+
+def _collapse_gray(rgb: np.ndarray) -> np.ndarray:
+    """An RGB image whose channels are equal is grayscale: keep it as one channel."""
+    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.float32)
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        return rgb[..., 0].copy()
+    return rgb
+
+
+def _scale_high_depth(path: Path, arr: np.ndarray, info: dict, low: float | None = None,
+                      high: float | None = None) -> np.ndarray:
+    if not np.all(np.isfinite(arr)):
+        raise ImageLoadError(path, "pixel values contain NaN or infinity")
+    if low is None or high is None:
+        # Min–max, not a fixed 0–65535 range: MRI often uses a narrow part of 16 bits and must not saturate.
+        low, high = float(arr.min()), float(arr.max())
+        info["intensity_scaling"] = f"min–max {low:g}…{high:g} → 0…1"
+    if high <= low:
+        info["warning"] = "image is uniform (one intensity value)"
+        return np.zeros(arr.shape, dtype=np.float32)
+    return np.clip((arr - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def _load_dicom(path: Path, max_pixels: int) -> LoadedImage:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise ImageLoadError(path, "not a valid DICOM file (no DICM header)") from None
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise ImageLoadError(path, f"DICOM file is damaged ({type(exc).__name__}: {exc})") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ImageLoadError(path, "DICOM file has no pixel data (not an image, e.g. a report or header only)")
+    info = {"format": "DICOM", "modality": str(ds.get("Modality", "unknown"))}
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    _check_geometry(path, cols, rows, max_pixels)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        syntax = ds.file_meta.get("TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        raise ImageLoadError(path, f"DICOM pixel data cannot be decoded (transfer syntax {name}: {exc}); "
+                                   "install pylibjpeg and pylibjpeg-libjpeg for JPEG-compressed DICOM") from None
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if n_frames > 1:
+        arr = arr[0]
+        info["frame"] = f"frame 1 of {n_frames} used"
+    if samples == 3:
+        arr = np.asarray(arr, dtype=np.float64)
+        return LoadedImage(_scale_high_depth(path, arr, info, 0.0, float(max(arr.max(), 1))), info)
+    arr = apply_modality_lut(arr, ds).astype(np.float64)
+    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    if center is not None and width is not None and float(width) > 0:
+        center, width = float(center), float(width)
+        info["window"] = f"center {center:g} / width {width:g} (from the file)"
+    else:
+        finite = arr[np.isfinite(arr)]
+        lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 0.0))
+        center, width = (lo + hi) / 2, max(hi - lo, 1e-6)
+        info["window"] = f"center {center:g} / width {width:g} (0.5–99.5 percentile, none in file)"
+    pixels = _scale_high_depth(path, arr, info, center - width / 2, center + width / 2)
+    info.pop("intensity_scaling", None)
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        pixels = 1.0 - pixels
+        info["inverted"] = "MONOCHROME1 shown inverted"
+    return LoadedImage(pixels, info)
+
+
+def _first(value):
+    if value is None:
+        return None
+    try:
+        return value[0] if not isinstance(value, (str, bytes)) and len(value) else value
+    except TypeError:
+        return value

@@ -1,0 +1,61 @@
+"""The one preprocessing path used by training, evaluation, the app and Grad-CAM alike.
+
+pixels (float [0,1], gray or RGB) → uint8 3×S×S (the cached form) → float, ImageNet-style normalised.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_rgb_float(pixels: np.ndarray) -> np.ndarray:
+    """H×W or H×W×3 float in [0,1] → H×W×3 float32 (grayscale replicated)."""
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    return np.ascontiguousarray(pixels[..., :3], dtype=np.float32)
+
+
+def resized_uint8(pixels: np.ndarray, image_size: int) -> torch.Tensor:
+    """The cached form of an image: uint8 3×S×S, antialiased resize (aspect not kept, as in training)."""
+    rgb = torch.from_numpy(to_rgb_float(pixels)).permute(2, 0, 1)
+    rgb = TF.resize(rgb, [image_size, image_size], antialias=True)
+    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def normalize(batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    x = batch_uint8.float().div_(255)
+    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
+    return (x - m) / s
+
+
+def model_input(pixels: np.ndarray, image_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """One image → a 1×3×S×S tensor ready for the model."""
+    return normalize(resized_uint8(pixels, image_size), mean, std).unsqueeze(0)
+
+
+def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """The seeds' augmentations, applied to the cached uint8 image."""
+    return v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomRotation(15),
+        v2.RandomResizedCrop(image_size, scale=(0.8, 1.0), antialias=True),
+        v2.ColorJitter(brightness=0.2, contrast=0.2),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(mean), list(std)),
+    ])
+
+
+def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    return v2.Compose([
+        v2.Resize([image_size, image_size], antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(mean), list(std)),
+    ])
