@@ -26,7 +26,8 @@ from tumortrace.checkpoint import (RESUME_NAME, atomic_write_text, load_model, l
                                    save_model, save_resume_state)
 from tumortrace.data import DataError, SliceDataset, decode_all, discover  # noqa: E402
 from tumortrace.engine import (EarlyStopping, all_reduce_mean, init_distributed, predict_probs,  # noqa: E402
-                               rng_state, seed_everything, select_device, set_rng_state, train_one_epoch)
+                               rng_state, seed_everything, select_device, set_rng_state, sync_buffers,
+                               train_one_epoch)
 from tumortrace.evaluate import evaluate_images  # noqa: E402
 from tumortrace.metrics import binary_metrics, threshold_for_sensitivity  # noqa: E402
 from tumortrace.models import ARCHS, PretrainedUnavailable, TumorClassifier, load_imagenet_trunk  # noqa: E402
@@ -258,6 +259,7 @@ def main(args: argparse.Namespace) -> int:
                                 show_progress=dist_info.is_main and not args.no_progress)
         stats["train_loss"] = all_reduce_mean(stats["train_loss"], dist_info, device)
         scheduler.step()
+        sync_buffers(model, dist_info)
         y_val, p_val, val_loss = predict_probs(model, val_loader, device)
         m = binary_metrics(y_val, p_val, 0.5)
         row = {"epoch": epoch, **stats, "val_loss": val_loss, "val_auc": m["roc_auc"], "val_accuracy": m["accuracy"],
@@ -266,7 +268,8 @@ def main(args: argparse.Namespace) -> int:
         history.append(row)
         if stopper.step(val_loss if args.monitor == "val_loss" else m["roc_auc"], epoch):
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        log.info("epoch %d: train loss %.4f acc %.3f | val loss %.4f AUC %.4f | %.0f img/s, data wait %.1f%% | %.0f s%s",
+        log_main = log.info if dist_info.is_main else log.debug
+        log_main("epoch %d: train loss %.4f acc %.3f | val loss %.4f AUC %.4f | %.0f img/s, data wait %.1f%% | %.0f s%s",
                  epoch, row["train_loss"], row["train_accuracy"], val_loss, m["roc_auc"], row["images_per_s"],
                  100 * row["data_wait_fraction"], row["seconds"], " *best" if stopper.best_epoch == epoch else "")
         if dist_info.is_main:

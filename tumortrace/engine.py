@@ -90,6 +90,13 @@ def all_reduce_mean(value: float, info: DistInfo, device: torch.device) -> float
     return float(t.item()) / info.world_size
 
 
+def sync_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's BatchNorm statistics, so validation (and early stopping) agree everywhere."""
+    if info.enabled:
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+
+
 # ---------------------------------------------------------------- early stopping
 class EarlyStopping:
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""

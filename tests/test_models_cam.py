@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from tumortrace.cam import gradcam_reference, overlay, peak_in_mask, predict_batch, predict_with_cam
+from tumortrace.models import ARCHS, PretrainedUnavailable, TumorClassifier, load_imagenet_trunk
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def model(request):
+    torch.manual_seed(0)
+    m = TumorClassifier(arch=request.param, image_size=96)
+    if request.param == "efficientnet_lite0":
+        load_imagenet_trunk(m)  # real ImageNet features: realistic, non-degenerate activations
+    return m.eval()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_single_pass_cam_equals_gradcam(model, seed):
+    torch.manual_seed(seed)
+    x = torch.randn(1, 3, 96, 96)
+    p_fast, cam_fast = predict_with_cam(model, x)
+    p_ref, cam_ref = gradcam_reference(model, x)
+    assert cam_fast.shape == cam_ref.shape == (96, 96)
+    assert np.abs(cam_fast - cam_ref).max() <= 1e-4
+    assert np.abs(p_fast - p_ref).max() <= 1e-6 and p_fast.sum() == pytest.approx(1, abs=1e-6)
+
+
+def test_batched_cam_matches_single(model):
+    torch.manual_seed(5)
+    x = torch.randn(3, 3, 96, 96)
+    p, cams = predict_batch(model, x, with_cam=True)
+    for i in range(3):
+        p1, c1 = predict_with_cam(model, x[i:i + 1])
+        assert p[i] == pytest.approx(p1[1], abs=1e-5)
+        assert np.abs(cams[i] - c1).max() <= 1e-5
+
+
+def test_two_classes_and_malignant_index():
+    m = TumorClassifier(arch="resnet18")
+    assert m.classifier.out_features == 2 and m.classes == ["benign", "malignant"]
+    with pytest.raises(ValueError, match="index 1 = malignant"):
+        TumorClassifier(classes=["malignant", "benign"])
+
+
+def test_lite0_imagenet_start_is_the_bundled_file():
+    m = TumorClassifier(arch="efficientnet_lite0")
+    assert "efficientnet-lite0-57934424" in load_imagenet_trunk(m)
+
+
+def test_pretrained_unavailable_is_loud(monkeypatch, tmp_path):
+    import torchvision
+    from urllib.error import URLError
+
+    def offline(*a, **k):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict",
+                        lambda self, *a, **k: offline())
+    with pytest.raises(PretrainedUnavailable, match="--no-pretrained"):
+        load_imagenet_trunk(TumorClassifier(arch="resnet18"))
+    with pytest.raises(PretrainedUnavailable, match="does not exist"):
+        load_imagenet_trunk(TumorClassifier(arch="resnet18"), tmp_path / "missing.pth")
+    wrong = tmp_path / "wrong.pth"
+    torch.save(TumorClassifier(arch="efficientnet_b0").state_dict(), wrong)
+    with pytest.raises(PretrainedUnavailable, match="do not fit resnet18"):
+        load_imagenet_trunk(TumorClassifier(arch="resnet18"), wrong)
+
+
+def test_overlay_keeps_aspect_and_peak_in_mask():
+    rgb = np.zeros((50, 200, 3), np.float32)
+    cam = np.zeros((64, 64), np.float32)
+    cam[10, 50] = 1.0
+    out = overlay(rgb, cam, 0.5)
+    assert out.shape == (50, 200, 3) and out.dtype == np.uint8
+    mask = np.zeros((50, 200), bool)
+    mask[5:12, 150:165] = True  # the peak (row 10/64, col 50/64) maps to about (8, 156)
+    assert peak_in_mask(cam, mask)
+    assert not peak_in_mask(cam, ~mask)

@@ -1,0 +1,129 @@
+"""training/train.py, tumortrace.evaluate and tumortrace.predict as a user runs them."""
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import PY, ROOT, TINY_TRAIN, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_writes_every_artifact(trained_model):
+    names = {p.name for p in trained_model.iterdir()}
+    assert {"config.json", "model.safetensors", "evaluation.json", "history.json", "split.json", "README.md",
+            "roc.png", "confusion_matrix.png", "curves.png", "resume_state.pt"} <= names
+    cfg = json.loads((trained_model / "config.json").read_text())
+    assert cfg["modality"] == "synthetic" and cfg["classes"] == ["benign", "malignant"]
+    ev = json.loads((trained_model / "evaluation.json").read_text())
+    assert ev["positive_class"] == "malignant"
+    assert ev["thresholds"]["validated"]["threshold"] == pytest.approx(cfg["threshold"])
+    assert ev["shipped_weights_max_prob_diff_vs_fp32"] <= 1e-3
+    # the synthetic lesions are easy: a working pipeline separates them
+    assert ev["thresholds"]["default_0.5"]["metrics"]["roc_auc"] >= 0.9
+    assert ev["cam_peak_in_mask"]["malignant"]["n"] > 0
+    card = (trained_model / "README.md").read_text()
+    assert "not for diagnosis" in card and "synthetic" in card and "malignant" in card
+    history = json.loads((trained_model / "history.json").read_text())
+    assert history["epochs"] and history["summary"]["best_epoch"] >= 1
+
+
+def test_evaluate_cli_reproduces_test_metrics(trained_model, manifest_data):
+    proc = run_cli("-m", "tumortrace.evaluate", "--model", str(trained_model), "--data", str(manifest_data),
+                   "--bootstrap", "50", check=True)
+    got = json.loads(proc.stdout)
+    shipped = json.loads((trained_model / "evaluation.json").read_text())
+    assert got["evaluated_on"].startswith("test split")
+    for which in ("default_0.5", "validated"):
+        for k in ("roc_auc", "recall", "specificity", "accuracy"):
+            assert got["thresholds"][which]["metrics"][k] == pytest.approx(shipped["thresholds"][which]["metrics"][k])
+        assert got["thresholds"][which]["metrics"]["confusion_matrix"] == \
+            shipped["thresholds"][which]["metrics"]["confusion_matrix"]
+
+
+def test_predict_cli_rows_and_bad_file(trained_model, manifest_data, tmp_path):
+    good = sorted((manifest_data / "malignant" / "images").glob("*.png"))[:2]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    proc = run_cli("-m", "tumortrace.predict", "--model", str(trained_model), *map(str, good), str(bad))
+    assert proc.returncode == 1
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [r["file"] for r in rows] == [*map(str, good), str(bad)]
+    for r in rows[:2]:
+        assert float(r["p_benign"]) + float(r["p_malignant"]) == pytest.approx(1, abs=1e-5)
+        assert r["decision"] in ("benign", "malignant") and not r["error"]
+    assert "not a recognised image" in rows[2]["error"] and "bad.png" in proc.stderr
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("one_class", "no malignant images"),
+    ("missing", "does not exist"),
+    ("no_pretrained_file", "does not exist"),
+])
+def test_train_bad_input_is_a_message_not_a_traceback(tmp_path, problem, message):
+    from synthetic import write_class_folders
+    data = tmp_path / "data"
+    extra = []
+    if problem == "one_class":
+        write_class_folders(data, 4, class_names=("benign",))
+    elif problem == "no_pretrained_file":
+        write_class_folders(data, 4)
+        extra = ["--pretrained-weights", str(tmp_path / "none.pth"), "--arch", "resnet18"]
+    proc = run_cli("training/train.py", "--data", str(data), "--out", str(tmp_path / "o"), *extra)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(manifest_data, tmp_path):
+    args = ("--data", str(manifest_data), *TINY_TRAIN, "--epochs", "3", "--patience", "10", "--seed", "1")
+    run_cli("training/train.py", *args, "--out", str(tmp_path / "straight"), check=True)
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
+    proc = subprocess.Popen([PY, "training/train.py", *args, "--out", str(killed)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # kill as soon as the first epoch's state is on disk: mid-run, mid-epoch 2
+        if "epoch 1:" in line:
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert (killed / "resume_state.pt").exists() and not (killed / "model.safetensors").exists()
+    resumed = run_cli("training/train.py", *args, "--out", str(killed), "--resume", check=True)
+    assert "resumed from" in resumed.stderr
+    a, b = _weights(tmp_path / "straight"), _weights(killed)
+    assert a.keys() == b.keys()
+    assert all((a[k].float() - b[k].float()).abs().max() == 0 for k in a)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_cpu_processes(manifest_data, tmp_path):
+    out = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={_free_port()}", "--master_addr=127.0.0.1",
+                           "training/train.py", "--data", str(manifest_data), "--out", str(out), *TINY_TRAIN,
+                           "--epochs", "2", "--device", "cpu", "--threads", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "model.safetensors").exists() and (out / "evaluation.json").exists()
+    assert proc.stderr.count("epoch 1:") == 1  # only rank 0 logs/writes
+    # both ranks trained one model: rank 0 wrote it, and its evaluation ran once
+    assert proc.stderr.count("test (positive = malignant)") == 1
