@@ -173,9 +173,10 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     folder = None
+    endpoint = os.environ.get("HF_ENDPOINT") or None  # read now, not at import: set by the caller's env
     for name in MODEL_FILES:
         try:
-            path = Path(hf_hub_download(repo_id, name, revision=revision))
+            path = Path(hf_hub_download(repo_id, name, revision=revision, endpoint=endpoint))
         except EntryNotFoundError:
             if name in (CONFIG_NAME, WEIGHTS_NAME):
                 raise ModelLoadError(f"Hub repo {repo_id}@{revision or 'main'} has no {name}") from None

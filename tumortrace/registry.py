@@ -36,7 +36,7 @@ class Registry:
 
 
 def _name_for(loaded: LoadedModel) -> str:
-    return f"{loaded.config['arch']} · {loaded.config.get('modality', '?')} · {Path(loaded.source).name}"
+    return loaded.source if loaded.revision else Path(loaded.source).name
 
 
 def load_folder_of_models(weights_dir: Path, registry: Registry) -> None:

@@ -1,0 +1,54 @@
+"""Start the real app (python app.py) on a free port and wait until it answers."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import PY, ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(*args: str, env: dict | None = None, temp_dir: Path | None = None, timeout: float = 120):
+    port = free_port()
+    full_env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1", **(env or {}))
+    if temp_dir is not None:
+        full_env["GRADIO_TEMP_DIR"] = str(temp_dir)
+    log_path = Path(temp_dir or "/tmp") / f"app-{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([PY, "app.py", "--port", str(port), *args], cwd=ROOT, env=full_env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(url + "gradio_api/info", timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (e.g. 401 behind a login)
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise TimeoutError(f"app did not answer within {timeout} s:\n{log_path.read_text()[-3000:]}")
+        proc.log_path = log_path
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

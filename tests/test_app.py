@@ -1,0 +1,130 @@
+"""The real app over HTTP through gradio_client: predictions, errors, privacy, login, Hub, share."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apputil import running_app
+from conftest import run_cli
+from hostile import CASES, write_case
+
+pytestmark = pytest.mark.slow
+gradio_client = pytest.importorskip("gradio_client")
+
+
+def _client(url, **kw):
+    return gradio_client.Client(url, analytics_enabled=False, verbose=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def app(trained_model, tmp_path_factory):
+    temp = tmp_path_factory.mktemp("gradio-temp")
+    with running_app("--model", str(trained_model), temp_dir=temp) as (url, proc):
+        yield url, proc, temp, trained_model.name
+
+
+def _predict(client, path, model_name, opacity=0.5):
+    return client.predict(gradio_client.handle_file(str(path)), model_name, opacity, api_name="/predict")
+
+
+def test_predict_probabilities_overlay_provenance(app, manifest_data, tmp_path):
+    url, _, _, name = app
+    src = sorted((manifest_data / "malignant" / "images").glob("*.png"))[0]
+    wide = tmp_path / "wide slice.png"
+    Image.open(src).resize((150, 60)).save(wide)  # non-square: the overlay must keep 5:2
+    label, heat, raw, decision, prov = _predict(_client(url), wide, name)
+    conf = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert set(conf) == {"benign", "malignant"} and sum(conf.values()) == pytest.approx(1, abs=1e-6)
+    h, w = np.asarray(Image.open(heat)).shape[:2]
+    assert (w, h) == (150, 60) and np.asarray(Image.open(raw)).shape[:2] == (60, 150)
+    assert "validated threshold" in decision and "not a diagnosis" in decision
+    assert "weights sha256" in prov and "fast-cam" in prov and "TumorTrace" in prov
+
+
+@pytest.mark.parametrize("case", ["random_bytes.png", "empty.png", "one_pixel.png", "no_pixels.dcm", "bomb.png",
+                                  "page.html.png", "truncated.jpg", "float_nan.tiff"])
+def test_bad_file_is_specific_error_and_server_keeps_serving(app, manifest_data, tmp_path, case):
+    url, proc, _, name = app
+    client = _client(url)
+    bad = write_case(tmp_path, case)
+    with pytest.raises(Exception) as info:
+        _predict(client, bad, name)
+    assert CASES[case][1][1] in str(info.value)
+    good = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
+    assert _predict(client, good, name)[0]["label"] in ("benign", "malignant")
+    assert proc.poll() is None
+
+
+def test_dicom_mr_upload_shows_window(app, tmp_path):
+    url, _, _, name = app
+    _, heat, _, decision, _ = _predict(_client(url), write_case(tmp_path, "mr_window.dcm"), name)
+    assert "window: center 600 / width 1600" in decision
+    assert "DOE" not in decision
+
+
+def test_uploads_are_deleted_after_the_response(app, manifest_data, tmp_path):
+    url, _, temp, name = app
+    src = sorted((manifest_data / "benign" / "images").glob("*.png"))[3]
+    unique = tmp_path / "patient.png"
+    arr = np.asarray(Image.open(src)).copy()
+    arr[0, 0] = 7  # bytes no other test uploads
+    Image.fromarray(arr).save(unique)
+    digest = hashlib.sha256(unique.read_bytes()).hexdigest()
+    _predict(_client(url), unique, name)
+    on_disk = [p for p in temp.rglob("*") if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == digest]
+    assert on_disk == []
+    assert not any(p.name == "patient.png" for p in temp.rglob("*"))
+
+
+def test_unknown_model_name_is_an_error(app, manifest_data):
+    url, _, _, _ = app
+    good = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
+    with pytest.raises(Exception):
+        _predict(_client(url), good, "no-such-model")
+
+
+def test_share_without_login_refuses_to_start():
+    proc = run_cli("app.py", "--share", "--port", "0", timeout=120, env={"TUMORTRACE_AUTH": ""})
+    assert proc.returncode == 2
+    assert "refusing to open a share link without a login" in proc.stderr
+
+
+def test_login_required_for_page_and_api_and_offline_share_keeps_serving(trained_model, manifest_data, tmp_path):
+    env = {"TUMORTRACE_AUTH": "reviewer:s3cret-pass,second:other-pass"}
+    with running_app("--model", str(trained_model), "--share", env=env, temp_dir=tmp_path) as (url, proc):
+        for path, body in (("config", None), ("gradio_api/info", None),
+                           ("gradio_api/call/predict", json.dumps({"data": [None, "tiny", 0.5]}).encode())):
+            request = urllib.request.Request(url + path, data=body, headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(request, timeout=10)
+            assert info.value.code == 401, path
+        with pytest.raises(Exception):
+            _client(url)  # the API is behind the login too
+        with pytest.raises(Exception):
+            _client(url, auth=("reviewer", "wrong"))
+        good = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
+        label = _predict(_client(url, auth=("reviewer", "s3cret-pass")), good, trained_model.name)[0]
+        assert label["label"] in ("benign", "malignant")
+        log = proc.log_path.read_text()
+    # no network here: the share tunnel cannot open, and the app says so and keeps serving locally
+    assert "share link could not be opened" in log and "still serving locally" in log
+
+
+def test_app_downloads_pinned_revision_from_hub(trained_model, manifest_data, tmp_path):
+    from hub_server import FakeHub, HubRepo
+    from tumortrace.checkpoint import MODEL_FILES
+
+    with FakeHub() as hub:
+        hub.repos["lab/tiny"] = repo = HubRepo(trained_model, MODEL_FILES)
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf")}
+        with running_app("--model", "lab/tiny", "--revision", repo.commit, env=env, temp_dir=tmp_path) as (url, _):
+            good = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
+            prov = _predict(_client(url), good, "lab/tiny")[4]
+    assert f"Hub `lab/tiny` @ `{repo.commit}`" in prov
