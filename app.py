@@ -42,6 +42,19 @@ METRIC_ROWS = [("roc_auc", "ROC-AUC"), ("recall", "Sensitivity (recall)"), ("spe
                ("balanced_accuracy", "Balanced accuracy")]
 
 
+class UploadFile(gr.File):
+    """gr.File(type="filepath") without Gradio 6.31's leak: its preprocessing opens an empty
+    NamedTemporaryFile in the cache on every call and never removes it (one file per request)."""
+
+    def get_block_name(self) -> str:
+        return "file"  # the same front-end component
+
+    def _process_single_file(self, f):
+        from gradio.utils import NamedString
+
+        return NamedString(f.path)
+
+
 # ---------------------------------------------------------------- text for the page
 def header_markdown(registry: Registry, loaded: LoadedModel | None) -> str:
     lines = ["# TumorTrace — breast lesion slice classifier",
@@ -166,17 +179,21 @@ def build_app(registry: Registry, cam_method: str = "fast-cam") -> gr.Blocks:
             with gr.Tab("Predict"):
                 with gr.Row():
                     with gr.Column():
-                        upload = gr.File(label="Image slice (PNG, JPEG, TIFF, 16-bit, DICOM .dcm)", type="filepath")
+                        upload = UploadFile(label="Image slice (PNG, JPEG, TIFF, 16-bit, DICOM .dcm)", type="filepath")
                         opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Grad-CAM opacity")
                         run = gr.Button("Classify", variant="primary")
                         if examples:
                             gr.Examples(examples, inputs=upload, label="Example slices (shipped in examples/)")
                     with gr.Column():
-                        probs = gr.Label(num_top_classes=2, label="Probabilities (benign / malignant)")
+                        # No heading: the arg-max class would contradict the decision at the validated threshold.
+                        probs = gr.Label(num_top_classes=2, label="Probabilities (benign / malignant)",
+                                         show_heading=False)
                         decision = gr.Markdown(label="decision")
                 with gr.Row():
-                    heat = gr.Image(label="Grad-CAM for the malignant class", format="png", type="numpy")
-                    raw = gr.Image(label="Image as the model saw it (before resizing)", format="png", type="numpy")
+                    heat = gr.Image(label="Grad-CAM for the malignant class", format="png", type="numpy",
+                                    height=380, buttons=["download", "fullscreen"])
+                    raw = gr.Image(label="Image as the model saw it (before resizing)", format="png", type="numpy",
+                                   height=380, buttons=["download", "fullscreen"])
                 prov = gr.Markdown(label="provenance")
             with gr.Tab("Evaluation"):
                 metrics = gr.Markdown()

@@ -81,6 +81,8 @@ def test_uploads_are_deleted_after_the_response(app, manifest_data, tmp_path):
     on_disk = [p for p in temp.rglob("*") if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == digest]
     assert on_disk == []
     assert not any(p.name == "patient.png" for p in temp.rglob("*"))
+    # Gradio 6.31's gr.File leaks an empty temp file per call; the app's UploadFile must not
+    assert [p for p in temp.rglob("*") if p.is_file() and p.stat().st_size == 0] == []
 
 
 def test_unknown_model_name_is_an_error(app, manifest_data):

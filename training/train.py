@@ -200,15 +200,7 @@ def finalize(args, model, images, samples, split, root, history, stopper, val_pr
     plots.save(plots.roc_figure(report), out / "roc.png")
     plots.save(plots.confusion_figure(report), out / "confusion_matrix.png")
     plots.save(plots.curves_figure(history), out / "curves.png")
-    text = (f"{len(history)} epochs (best {stopper.best_epoch}, early stopping on {stopper.monitor}, "
-            f"patience {args.patience}); init: {init_source}; {args.opt}, lr {args.lr or 'default'}, "
-            f"batch {args.batch_size}, balance {args.balance}, seed {args.seed}")
-    citation = ("Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. Dataset of breast ultrasound images. "
-                "Data in Brief 28 (2020) 104863. doi:10.1016/j.dib.2019.104863"
-                if "BUSI" in model.training_data else "")
-    atomic_write_text(out / "README.md", card.render(shipped.config | {k: v for k, v in load_model(out).config.items()
-                                                                      if k.startswith("weights_")},
-                                                     report, {"text": text}, citation))
+    card.write_card(out)
     return report
 
 

@@ -1,7 +1,14 @@
 """The model card (README.md of a model folder): Hub metadata, intended use, data, metrics with CIs."""
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 from . import INTENDED_USE, POSITIVE_CLASS, __version__
+
+BUSI_CITATION = ("Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. Dataset of breast ultrasound images. "
+                 "Data in Brief 28 (2020) 104863. doi:10.1016/j.dib.2019.104863")
 
 LIMITATIONS = {
     "ultrasound": [
@@ -24,6 +31,27 @@ def _fmt(metric: str, block: dict) -> str:
     return f"{v:.3f} ({lo:.3f}–{hi:.3f})"
 
 
+def training_summary(summary: dict) -> str:
+    a = summary.get("args", {})
+    return (f"{summary.get('epochs_run')} epochs (best {summary.get('best_epoch')}, early stopping on "
+            f"{summary.get('monitor')}, patience {a.get('patience')}); init: {summary.get('init')}; "
+            f"{a.get('opt')}, lr {a.get('lr') or 'default'}, batch {a.get('batch_size')}, "
+            f"balance {a.get('balance')}, seed {a.get('seed')}")
+
+
+def write_card(folder: str | Path) -> Path:
+    """(Re)write README.md of a model folder from its config.json, evaluation.json and history.json."""
+    from .checkpoint import atomic_write_text
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    summary = json.loads((folder / "history.json").read_text())["summary"]
+    citation = BUSI_CITATION if "BUSI" in config.get("training_data", "") else ""
+    atomic_write_text(folder / "README.md", render(config, evaluation, {"text": training_summary(summary)}, citation))
+    return folder / "README.md"
+
+
 def render(config: dict, evaluation: dict, history_summary: dict, data_citation: str = "") -> str:
     modality = config.get("modality", "unspecified")
     rows = []
@@ -35,8 +63,8 @@ def render(config: dict, evaluation: dict, history_summary: dict, data_citation:
         rows.append(f"| {label} | {_fmt(key, d)} | {_fmt(key, v)} |")
     cm = v["metrics"]["confusion_matrix"]
     cam = evaluation.get("cam_peak_in_mask") or {}
-    cam_lines = [f"- {cls}: peak inside the lesion mask in {c['inside']}/{c['n']} test images "
-                 f"({c['fraction']:.0%})" for cls, c in cam.items() if c.get("n")]
+    cam_lines = [f"- {cls} test images: the malignant-class CAM peaks inside the lesion mask in "
+                 f"{c['inside']}/{c['n']} ({c['fraction']:.0%})" for cls, c in cam.items() if c.get("n")]
     limitations = LIMITATIONS.get(modality, []) + GENERIC_LIMITATIONS
     auc = d["metrics"]["roc_auc"]
     front = "\n".join([
@@ -45,7 +73,8 @@ def render(config: dict, evaluation: dict, history_summary: dict, data_citation:
         *(["datasets:", "- BUSI"] if "BUSI" in config.get("training_data", "") else []),
         "model-index:", f"- name: tumortrace-{config['arch']}", "  results:",
         "  - task: {type: image-classification}",
-        f"    dataset: {{name: \"{config.get('training_data', '')[:60]}\", type: image-classification, split: test}}",
+        f"    dataset: {{name: {'BUSI' if 'BUSI' in config.get('training_data', '') else 'custom'}, "
+        "type: image-classification, split: test}",
         "    metrics:", f"    - {{type: roc_auc, value: {auc:.4f}, name: test ROC-AUC (positive {POSITIVE_CLASS})}}",
         "---",
     ])
@@ -88,3 +117,8 @@ Confusion matrix at the validated threshold: TP {cm['tp']}, FN {cm['fn']}, FP {c
 ## Data
 {data_citation or config.get('training_data', '')}
 """
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        print(write_card(arg))

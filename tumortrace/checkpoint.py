@@ -37,10 +37,19 @@ class ModelLoadError(RuntimeError):
 
 
 # ---------------------------------------------------------------- atomic files
+def _mkstemp_beside(path: Path) -> tuple[int, str]:
+    """A temporary file in the target's folder (same file system, so the rename is atomic), mode per umask."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temporary file in the same folder, fsync, rename: the old file survives any failure."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -58,7 +67,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_torch_save(obj, path: str | Path) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp_beside(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)

@@ -1,0 +1,313 @@
+"""TumorTrace web demo: upload one breast-lesion slice, see benign/malignant probabilities and Grad-CAM.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--model DIR_OR_HUB_ID --revision REV] [--share]
+
+Research and review only, never for diagnosis. With --share a login is mandatory
+(TUMORTRACE_AUTH="user:password[,user2:password2]" or --auth-file FILE with one user:password a line).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+# Before gradio is imported: no telemetry, and a private upload/cache folder this process removes on exit.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+_OWN_TEMP_DIR = None
+if "GRADIO_TEMP_DIR" not in os.environ:
+    _OWN_TEMP_DIR = os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="tumortrace-gradio-")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__  # noqa: E402
+from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
+from tumortrace.checkpoint import LoadedModel, ModelLoadError  # noqa: E402
+from tumortrace.images import ImageLoadError, load_image  # noqa: E402
+from tumortrace.inference import display_rgb, predict_image  # noqa: E402
+from tumortrace.metrics import binary_metrics  # noqa: E402
+from tumortrace.registry import Registry, build_registry  # noqa: E402
+
+log = logging.getLogger("tumortrace.app")
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = ROOT / "examples"
+MAX_FILE_SIZE = "25mb"
+CONCURRENCY = 2  # predictions at once: the 2-core target machine is saturated by two
+METRIC_ROWS = [("roc_auc", "ROC-AUC"), ("recall", "Sensitivity (recall)"), ("specificity", "Specificity"),
+               ("precision", "Precision (PPV)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
+               ("balanced_accuracy", "Balanced accuracy")]
+
+from gradio.events import Dependency
+
+class UploadFile(gr.File):
+    """gr.File(type="filepath") without Gradio 6.31's leak: its preprocessing opens an empty
+    NamedTemporaryFile in the cache on every call and never removes it (one file per request)."""
+
+    def get_block_name(self) -> str:
+        return "file"  # the same front-end component
+
+    def _process_single_file(self, f):
+        from gradio.utils import NamedString
+
+        return NamedString(f.path)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+# ---------------------------------------------------------------- text for the page
+def header_markdown(registry: Registry, loaded: LoadedModel | None) -> str:
+    lines = ["# TumorTrace — breast lesion slice classifier",
+             f"**Intended use: {INTENDED_USE}** Do not use it to make decisions about patients."]
+    if loaded is not None:
+        c = loaded.config
+        lines.append(f"Selected model: `{c['arch']}` trained on **{c.get('modality', 'unspecified')}** images — "
+                     f"{c.get('training_data', 'unspecified data')}.")
+        if c.get("modality") not in (None, "mri", "MRI", "MR"):
+            lines.append(f"⚠️ This model was **not** trained on MRI; predictions on MRI slices are unvalidated.")
+    if registry.notice:
+        lines.append(f"⚠️ **{registry.notice}**")
+    for name, error in registry.errors.items():
+        lines.append(f"❌ **Model `{name}` could not be loaded and is not offered:** {error}")
+    return "\n\n".join(lines)
+
+
+def provenance(loaded: LoadedModel, cam_method: str) -> str:
+    where = (f"Hub `{loaded.source}` @ `{loaded.revision}`" if loaded.revision
+             else f"local `{os.path.relpath(loaded.folder, ROOT) if loaded.folder.is_relative_to(ROOT) else loaded.folder}`")
+    return (f"model `{loaded.config['arch']}` · {where} · weights sha256 `{loaded.sha256[:12]}` · "
+            f"CAM: {cam_method} · TumorTrace {__version__}")
+
+
+def metrics_markdown(evaluation: dict | None) -> str:
+    if not evaluation:
+        return "No `evaluation.json` was shipped with this model: no held-out metrics to show."
+    d, v = evaluation["thresholds"]["default_0.5"], evaluation["thresholds"]["validated"]
+    rows = ["| metric (positive class: **malignant**) | at 0.5 | at validated threshold "
+            f"{v['threshold']:.3f} |", "|---|---|---|"]
+    for key, label in METRIC_ROWS:
+        cells = []
+        for block in (d, v):
+            lo, hi = block["ci95"][key]
+            cells.append(f"{block['metrics'][key]:.3f} (95% CI {lo:.3f}–{hi:.3f})")
+        rows.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    cm = v["metrics"]["confusion_matrix"]
+    rows.append("")
+    rows.append(f"**Confusion matrix at {v['threshold']:.3f}** (positive = malignant): "
+                f"TP {cm['tp']} · FN {cm['fn']} · FP {cm['fp']} · TN {cm['tn']}")
+    rows.append(f"\nHeld-out test split: {evaluation['n_images']} images ({evaluation['n_malignant']} malignant, "
+                f"{evaluation['n_benign']} benign). Threshold rule: {v.get('rule', '')}. "
+                f"CIs: bootstrap over duplicate groups.")
+    cam = evaluation.get("cam_peak_in_mask") or {}
+    parts = [f"{cls} {c['inside']}/{c['n']}" for cls, c in cam.items() if c.get("n")]
+    if parts:
+        rows.append(f"\nGrad-CAM peak inside the radiologist's lesion mask (test): {', '.join(parts)}.")
+    return "\n".join(rows)
+
+
+def threshold_markdown(evaluation: dict | None, threshold: float) -> str:
+    if not evaluation or not evaluation.get("per_image"):
+        return "No per-image test probabilities shipped with this model."
+    y = [CLASSES.index(r["label"]) for r in evaluation["per_image"]]
+    p = [r["p_malignant"] for r in evaluation["per_image"]]
+    m = binary_metrics(y, p, threshold)
+    cm = m["confusion_matrix"]
+    return (f"At threshold **{threshold:.3f}** (call *malignant* when P(malignant) ≥ threshold), on the held-out "
+            f"test images — positive class **malignant**:\n\n"
+            f"| sensitivity | specificity | PPV | NPV |\n|---|---|---|---|\n"
+            f"| {m['recall']:.3f} | {m['specificity']:.3f} | {m['precision']:.3f} | {m['npv']:.3f} |\n\n"
+            f"TP {cm['tp']} · FN {cm['fn']} · FP {cm['fp']} · TN {cm['tn']}")
+
+
+def model_card(loaded: LoadedModel) -> str:
+    path = loaded.file("README.md")
+    text = path.read_text(encoding="utf-8") if path else "This model has no model card."
+    return re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # the Hub metadata block is not for people
+
+
+# ---------------------------------------------------------------- the app
+def build_app(registry: Registry, cam_method: str = "fast-cam") -> gr.Blocks:
+    choices = registry.names
+    first = registry.models[choices[0]] if choices else None
+
+    def get_model(name: str) -> LoadedModel:
+        try:
+            return registry.get(name)
+        except ModelLoadError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def predict(file: str | None, model_name: str, opacity: float = 0.45):
+        """Classify one uploaded slice: probabilities, Grad-CAM overlay, provenance (API: /predict)."""
+        if not file:
+            raise gr.Error("Upload an image first (PNG, JPEG, TIFF, BMP or DICOM).")
+        loaded = get_model(model_name)
+        upload = Path(file)
+        try:
+            image = load_image(upload)
+        except ImageLoadError as exc:
+            raise gr.Error(f"Cannot use this file: {exc.reason}") from None
+        finally:
+            _forget_upload(upload)
+        pred = predict_image(loaded, image, cam_method)
+        rgb = display_rgb(image)
+        heat = overlay(rgb, pred.cam, opacity)
+        notes = [f"{k}: {v}" for k, v in image.info.items() if k in ("window", "frame", "inverted", "alpha",
+                                                                      "intensity_scaling", "warning")]
+        decision = (f"**Decision at the model's validated threshold {pred.threshold:.3f}: {pred.decision}** "
+                    f"(P(malignant) = {pred.p_malignant:.3f}; positive class: {POSITIVE_CLASS}). "
+                    "Research output, not a diagnosis." + ("\n\n" + " · ".join(notes) if notes else ""))
+        return (pred.probabilities, heat, (rgb * 255).astype(np.uint8), decision,
+                provenance(loaded, cam_method))
+
+    def select_model(model_name: str):
+        loaded = get_model(model_name)
+        ev = _read_json(loaded.file("evaluation.json"))
+        return (header_markdown(registry, loaded), metrics_markdown(ev),
+                _path_or_none(loaded.file("roc.png")), _path_or_none(loaded.file("curves.png")),
+                gr.update(value=loaded.model.threshold), threshold_markdown(ev, loaded.model.threshold),
+                model_card(loaded))
+
+    def move_threshold(model_name: str, threshold: float) -> str:
+        return threshold_markdown(_read_json(get_model(model_name).file("evaluation.json")), threshold)
+
+    examples = sorted(str(p) for p in EXAMPLES.glob("*") if p.is_file() and p.suffix != ".md")
+    with gr.Blocks(title="TumorTrace (research demo)", delete_cache=(60, 300)) as demo:
+        header = gr.Markdown(header_markdown(registry, first))
+        model_choice = gr.Dropdown(choices, value=choices[0] if choices else None, label="Model",
+                                   interactive=bool(choices))
+        with gr.Tabs():
+            with gr.Tab("Predict"):
+                with gr.Row():
+                    with gr.Column():
+                        upload = UploadFile(label="Image slice (PNG, JPEG, TIFF, 16-bit, DICOM .dcm)", type="filepath")
+                        opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Grad-CAM opacity")
+                        run = gr.Button("Classify", variant="primary")
+                        if examples:
+                            gr.Examples(examples, inputs=upload, label="Example slices (shipped in examples/)")
+                    with gr.Column():
+                        # No heading: the arg-max class would contradict the decision at the validated threshold.
+                        probs = gr.Label(num_top_classes=2, label="Probabilities (benign / malignant)",
+                                         show_heading=False)
+                        decision = gr.Markdown(label="decision")
+                with gr.Row():
+                    heat = gr.Image(label="Grad-CAM for the malignant class", format="png", type="numpy",
+                                    height=380, buttons=["download", "fullscreen"])
+                    raw = gr.Image(label="Image as the model saw it (before resizing)", format="png", type="numpy",
+                                   height=380, buttons=["download", "fullscreen"])
+                prov = gr.Markdown(label="provenance")
+            with gr.Tab("Evaluation"):
+                metrics = gr.Markdown()
+                with gr.Row():
+                    roc = gr.Image(label="ROC curve, held-out test split", type="filepath")
+                    curves = gr.Image(label="Training curves", type="filepath")
+                thr = gr.Slider(0, 1, step=0.001, value=first.model.threshold if first else 0.5,
+                                label="Threshold on P(malignant)")
+                thr_table = gr.Markdown()
+            with gr.Tab("About"):
+                card = gr.Markdown()
+
+        # wiring
+        outputs = [probs, heat, raw, decision, prov]
+        run.click(predict, [upload, model_choice, opacity], outputs, api_name="predict")
+        view = [header, metrics, roc, curves, thr, thr_table, card]
+        model_choice.change(select_model, model_choice, view, api_visibility="private")
+        thr.change(move_threshold, [model_choice, thr], thr_table, api_visibility="private")
+        if choices:
+            demo.load(select_model, model_choice, view, api_visibility="private")
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    return demo
+
+
+def _forget_upload(path: Path) -> None:
+    """Delete an upload as soon as it is decoded: no patient image stays on disk."""
+    temp_root = Path(os.environ["GRADIO_TEMP_DIR"]).resolve()
+    try:
+        resolved = path.resolve()
+        if resolved.is_relative_to(temp_root):
+            resolved.unlink(missing_ok=True)
+            if resolved.parent != temp_root and not any(resolved.parent.iterdir()):
+                resolved.parent.rmdir()
+    except OSError as exc:
+        log.warning("could not delete an upload: %s", exc.strerror)
+
+
+def _read_json(path: Path | None) -> dict | None:
+    import json
+    return json.loads(path.read_text()) if path else None
+
+
+def _path_or_none(path: Path | None) -> str | None:
+    return str(path) if path else None
+
+
+# ---------------------------------------------------------------- command line
+def parse_credentials(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in re.split(r"[,\n]", text):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("credentials must be user:password pairs separated by commas or lines")
+        pairs.append((user, password))
+    return pairs
+
+
+def credentials(args) -> list[tuple[str, str]] | None:
+    text = Path(args.auth_file).read_text() if args.auth_file else os.environ.get("TUMORTRACE_AUTH", "")
+    return parse_credentials(text) or None
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--model", default=os.environ.get("TUMORTRACE_MODEL"),
+                   help="Hub repo id or local model folder (default: $TUMORTRACE_MODEL, else every model in weights/)")
+    p.add_argument("--revision", default=os.environ.get("TUMORTRACE_REVISION"),
+                   help="pinned Hub revision (default: $TUMORTRACE_REVISION, else main)")
+    p.add_argument("--share", action="store_true", help="open a public share link; needs a login (default: off)")
+    p.add_argument("--auth-file", default=None, help="file of user:password lines (default: $TUMORTRACE_AUTH)")
+    p.add_argument("--cam-method", default="fast-cam", choices=CAM_METHODS,
+                   help="fast-cam: one forward pass; grad-cam: the grad-cam package (default: fast-cam)")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        auth = credentials(args)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read credentials: %s", exc)
+        return 2
+    if args.share and not auth:
+        log.error("refusing to open a share link without a login: set TUMORTRACE_AUTH=\"user:password\" "
+                  "or pass --auth-file FILE")
+        return 2
+    registry = build_registry(args.model, args.revision)
+    demo = build_app(registry, args.cam_method)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+                max_file_size=MAX_FILE_SIZE, show_error=True, prevent_thread_lock=True, footer_links=["api"])
+    if args.share and not demo.share_url:
+        log.error("the share link could not be opened (no connection to the share server); "
+                  "still serving locally at http://%s:%d", args.host, args.port)
+    log.info("serving %d model(s) at http://%s:%d%s", len(registry.models), args.host, args.port,
+             f" and {demo.share_url}" if demo.share_url else "")
+    try:
+        demo.block_thread()
+    finally:
+        if _OWN_TEMP_DIR:
+            import shutil
+            shutil.rmtree(_OWN_TEMP_DIR, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,157 @@
+"""Inference benchmark: one slice → probabilities + CAM + overlay, against a plain forward pass.
+
+    python benchmarks/inference.py [--threads 2] [--runs 50] [--weights weights] [--image examples/x.png]
+
+All figures are medians (p50) over --runs timed runs after warm-up, measured in this one run, so the
+ratios hold on a noisy machine even when the milliseconds do not. The last line is
+``predict+cam/forward ratio: X.XX`` for the slowest shipped model (largest forward time).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tumortrace.cam import gradcam_reference, overlay, predict_with_cam  # noqa: E402
+from tumortrace.checkpoint import load  # noqa: E402
+from tumortrace.images import load_image  # noqa: E402
+from tumortrace.inference import display_rgb  # noqa: E402
+from tumortrace.preprocess import model_input  # noqa: E402
+
+
+def timed(fn, runs: int, warmup: int = 5) -> dict:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    samples.sort()
+    return {"p50": statistics.median(samples) * 1e3, "p95": samples[int(0.95 * (len(samples) - 1))] * 1e3}
+
+
+def matmul_gflops(threads: int, n: int = 2048, runs: int = 10) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = timed(lambda: a @ b, runs, warmup=3)["p50"] / 1e3
+    return 2 * n**3 / t / 1e9
+
+
+def forward_flops(model, x) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    return counter.get_total_flops()
+
+
+def cold_start_s() -> float:
+    """A new process: import the app (torch, gradio, grad-cam) and load every shipped model."""
+    code = ("import time; t=time.perf_counter(); import app; from tumortrace.registry import build_registry; "
+            "r=build_registry(); assert r.models, r.errors; print(time.perf_counter()-t)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_model(name: str, loaded, image, runs: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    model = loaded.model.eval()
+    size, mean, std = model.image_size, model.mean, model.std
+    x = model_input(image.pixels, size, mean, std)
+    rgb = display_rgb(image)
+
+    def forward_no_grad():
+        with torch.no_grad():
+            model(x)
+
+    def forward_inference_mode():
+        with torch.inference_mode():
+            model(x)
+
+    def baseline():  # what a seed user writes: preprocess, forward, then grad-cam (forward + backward)
+        xi = model_input(image.pixels, size, mean, std)
+        with torch.no_grad():
+            model(xi).softmax(1)
+        _, cam = gradcam_reference(model, xi)
+        overlay(rgb, cam)
+
+    def fast():  # the app's path: preprocess, one forward for probabilities and CAM, overlay
+        xi = model_input(image.pixels, size, mean, std)
+        _, cam = predict_with_cam(model, xi)
+        overlay(rgb, cam)
+
+    row = {"model": name, "flops": forward_flops(model, x)}
+    row["forward"] = timed(forward_no_grad, runs)
+    row["forward_inference_mode"] = timed(forward_inference_mode, runs)
+    row["baseline"] = timed(baseline, runs)
+    row["fast"] = timed(fast, runs)
+    model_cl = model.to(memory_format=torch.channels_last)
+    xcl = x.contiguous(memory_format=torch.channels_last)
+
+    def forward_cl():
+        with torch.inference_mode():
+            model_cl(xcl)
+    row["forward_channels_last"] = timed(forward_cl, runs)
+    model.to(memory_format=torch.contiguous_format)
+    torch.set_num_threads(1)
+    row["forward_1_thread"] = timed(forward_inference_mode, max(runs // 2, 10))
+    torch.set_num_threads(threads)
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per measurement (default: 50)")
+    p.add_argument("--weights", type=Path, default=ROOT / "weights", help="folder of model folders (default: weights)")
+    p.add_argument("--image", type=Path, default=None, help="input slice (default: first file in examples/)")
+    p.add_argument("--no-cold-start", action="store_true", help="skip the app cold-start measurement (default: run it)")
+    args = p.parse_args()
+
+    image_path = args.image or sorted(p for p in (ROOT / "examples").glob("*.png"))[0]
+    image = load_image(image_path)
+    folders = sorted(f for f in args.weights.iterdir() if (f / "config.json").is_file())
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+          f"{args.runs} runs, image {image_path.name} {image.size[0]}×{image.size[1]}, {time.strftime('%Y-%m-%d')}")
+    gflops = matmul_gflops(args.threads)
+    print(f"sustained fp32 matmul (2048²): {gflops:.1f} GFLOP/s")
+    rows = []
+    for folder in folders:
+        t = time.perf_counter()
+        loaded = load(str(folder))
+        load_s = time.perf_counter() - t
+        row = bench_model(folder.name, loaded, image, args.runs, args.threads)
+        row["load_s"] = load_s
+        rows.append(row)
+    print()
+    print("| model | GFLOPs | floor ms | forward ms | inference_mode | channels_last | 1 thread | baseline (fwd + grad-cam) "
+          "| fast (fwd + CAM) | baseline/forward | fast/forward | load s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        f = r["forward"]["p50"]
+        print(f"| {r['model']} | {r['flops'] / 1e9:.2f} | {r['flops'] / 1e9 / gflops * 1e3:.1f} | {f:.1f} | "
+              f"{r['forward_inference_mode']['p50']:.1f} | {r['forward_channels_last']['p50']:.1f} | "
+              f"{r['forward_1_thread']['p50']:.1f} | {r['baseline']['p50']:.1f} (p95 {r['baseline']['p95']:.1f}) | "
+              f"{r['fast']['p50']:.1f} (p95 {r['fast']['p95']:.1f}) | {r['baseline']['p50'] / f:.2f} | "
+              f"{r['fast']['p50'] / f:.2f} | {r['load_s']:.2f} |")
+    print(f"\npeak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if not args.no_cold_start:
+        print(f"app cold start (new process: imports + load all models): {cold_start_s():.1f} s")
+    slowest = max(rows, key=lambda r: r["forward"]["p50"])
+    print(f"slowest model: {slowest['model']}")
+    print(f"predict+cam/forward ratio: {slowest['fast']['p50'] / slowest['forward']['p50']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Load test: the real app over HTTP with gradio_client, 1 and N concurrent clients.
+
+    python benchmarks/load.py [--clients 1 8] [--seconds 60] [--hostile] [--model weights/NAME]
+
+Reports per client count: requests, p50/p95 latency, throughput, unexpected errors, hostile files answered
+with their specific error, the server's resident memory after warm-up and at the end, and files left in
+the app's upload/cache folder that hold an uploaded image. The baseline is the in-process model time
+(load, predict, CAM, overlay) measured in this same run. Exits 1 on any unexpected error, a hostile file
+not answered with its error, memory growth above 10%, or an upload left on disk.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from apputil import running_app  # noqa: E402
+from hostile import CASES, write_case  # noqa: E402
+
+HOSTILE_MIX = ["random_bytes.png", "empty.png", "one_pixel.png", "truncated.png", "bomb.png", "page.html.png",
+               "no_pixels.dcm", "float_nan.tiff", "extreme_aspect.png"]
+
+
+def in_process_ms(model: str, image: Path, runs: int = 30) -> float:
+    import torch
+
+    from tumortrace.cam import overlay
+    from tumortrace.checkpoint import load
+    from tumortrace.inference import display_rgb, predict_file
+
+    torch.set_num_threads(2)
+    loaded = load(model)
+    times = []
+    for i in range(runs + 3):
+        t = time.perf_counter()
+        pred = predict_file(loaded, image)
+        overlay(display_rgb(pred.image), pred.cam)
+        if i >= 3:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hostile: list[Path], model_name: str):
+    from gradio_client import Client, handle_file
+
+    results, lock = [], threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker(k: int):
+        client = Client(url, analytics_enabled=False, verbose=False)
+        i = k
+        while time.monotonic() < stop:
+            use_hostile = hostile and i % 4 == 3
+            path = hostile[(i // 4) % len(hostile)] if use_hostile else valid[i % len(valid)]
+            t = time.perf_counter()
+            try:
+                out = client.predict(handle_file(str(path)), model_name, 0.45, api_name="/predict")
+                outcome = "ok" if not use_hostile else "hostile-accepted"
+                conf = {c["label"]: c["confidence"] for c in out[0]["confidences"]}
+                if abs(sum(conf.values()) - 1) > 1e-4:
+                    outcome = "bad-output"
+            except Exception as exc:  # AppError carries the app's message
+                expected = CASES[path.name.replace("⁄", "/")][1][1] if use_hostile else None
+                outcome = "hostile-answered" if expected and expected in str(exc) else f"error: {exc}"
+            with lock:
+                results.append((outcome, time.perf_counter() - t, use_hostile))
+            i += clients
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.monotonic() - start
+
+
+def summarize(results, wall: float) -> dict:
+    ok = sorted(d for o, d, h in results if o == "ok")
+    return {
+        "requests": len(results), "valid_ok": len(ok),
+        "p50_ms": statistics.median(ok) * 1e3 if ok else None,
+        "p95_ms": ok[int(0.95 * (len(ok) - 1))] * 1e3 if ok else None,
+        "throughput_per_s": len(results) / wall,
+        "hostile_answered": sum(o == "hostile-answered" for o, _, _ in results),
+        "hostile_sent": sum(h for _, _, h in results),
+        "unexpected": [o for o, _, _ in results if o not in ("ok", "hostile-answered")][:5],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="concurrent clients per phase (default: 1 8)")
+    p.add_argument("--seconds", type=float, default=60, help="duration of each phase (default: 60)")
+    p.add_argument("--hostile", action="store_true", help="every 4th request sends a hostile file (default: off)")
+    p.add_argument("--model", default=None, help="model folder (default: the first in weights/)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON (default: no)")
+    args = p.parse_args()
+
+    model = Path(args.model) if args.model else sorted(f for f in (ROOT / "weights").iterdir()
+                                                       if (f / "config.json").is_file())[0]
+    valid = sorted(p for p in (ROOT / "examples").glob("busi_*.png"))
+    work = Path(tempfile.mkdtemp(prefix="tumortrace-load-"))
+    hostile = [write_case(work, name) for name in HOSTILE_MIX] if args.hostile else []
+    baseline = in_process_ms(str(model), valid[0])
+    print(f"# model {model.name}; in-process predict+CAM+overlay p50 {baseline:.1f} ms; "
+          f"{args.seconds:.0f} s per phase; hostile mix {'on' if hostile else 'off'}")
+    upload_digests = {hashlib.sha256(f.read_bytes()).hexdigest() for f in valid + hostile if f.stat().st_size}
+    temp = work / "gradio"
+    temp.mkdir()
+    report, failed = {"baseline_ms": baseline, "phases": []}, False
+    with running_app("--model", str(model), temp_dir=temp) as (url, proc):
+        server = psutil.Process(proc.pid)
+        run_clients(url, 1, 3, valid, [], model.name)  # warm-up: first requests allocate caches
+        rss_start = server.memory_info().rss
+        for n in args.clients:
+            results, wall = run_clients(url, n, args.seconds, valid, hostile, model.name)
+            s = summarize(results, wall)
+            s["clients"] = n
+            report["phases"].append(s)
+        rss_end = server.memory_info().rss
+        # any file holding an upload's bytes, and any empty temp file (Gradio leaked one per request)
+        left = [f for f in temp.rglob("*") if f.is_file() and (f.stat().st_size == 0 or
+                hashlib.sha256(f.read_bytes()).hexdigest() in upload_digests)]
+    growth = rss_end / rss_start - 1
+    report.update(rss_start_mib=rss_start / 2**20, rss_end_mib=rss_end / 2**20, rss_growth=growth,
+                  uploads_left_on_disk=len(left))
+    print("| clients | requests | p50 ms | p95 ms | req/s | p50 / in-process | hostile answered | unexpected errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    single = next((ph["p50_ms"] for ph in report["phases"] if ph["clients"] == 1), None)
+    for ph in report["phases"]:
+        print(f"| {ph['clients']} | {ph['requests']} | {ph['p50_ms']:.0f} | {ph['p95_ms']:.0f} | "
+              f"{ph['throughput_per_s']:.2f} | {ph['p50_ms'] / baseline:.2f} | "
+              f"{ph['hostile_answered']}/{ph['hostile_sent']} | {len(ph['unexpected'])} |")
+        failed |= bool(ph["unexpected"]) or ph["hostile_answered"] != ph["hostile_sent"] or not ph["valid_ok"]
+    for ph in report["phases"]:
+        if single and ph["clients"] > 1:
+            print(f"p95 with {ph['clients']} clients / single-client p50: {ph['p95_ms'] / single:.2f}")
+    print(f"server memory: {rss_start / 2**20:.0f} MiB after warm-up → {rss_end / 2**20:.0f} MiB at end "
+          f"({growth:+.1%}); uploads left on disk: {len(left)}")
+    failed |= growth > 0.10 or bool(left)
+    for ph in report["phases"]:
+        for u in ph["unexpected"]:
+            print(f"unexpected: {u}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    print("load test:", "FAILED" if failed else "passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""A person's path through the app in Debian's Chromium, driven by Playwright: upload, read label, screenshot.
+
+Set TUMORTRACE_SCREENSHOTS=DIR to keep the screenshots (the README's come from this test).
+"""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from apputil import running_app
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("no Chromium on this machine (apt-get install chromium); .ci/run installs it", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_upload_classify_and_tabs(trained_model, manifest_data, tmp_path):
+    shots = Path(os.environ.get("TUMORTRACE_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    image = sorted((manifest_data / "malignant" / "images").glob("*.png"))[0]
+    model = os.environ.get("TUMORTRACE_SCREENSHOT_MODEL", str(trained_model))
+    image = Path(os.environ.get("TUMORTRACE_SCREENSHOT_IMAGE", image))
+    with running_app("--model", model, temp_dir=tmp_path) as (url, _), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(url, wait_until="networkidle")
+        assert "not for diagnosis" in page.inner_text("body").lower() or "not a medical device" in page.inner_text("body").lower()
+        page.set_input_files("input[type=file]", str(image))
+        page.get_by_role("button", name="Classify").click()
+        page.get_by_text("Decision at the model's validated threshold").wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        assert "malignant" in body and "benign" in body and "weights sha256" in body
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / "predict.png"), full_page=True)
+        page.get_by_role("tab", name="Evaluation").click()
+        page.get_by_text("Held-out test split").wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / "evaluation.png"), full_page=True)
+        page.get_by_role("tab", name="About").click()
+        page.get_by_text("Intended use").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "about.png"), full_page=True)
+        browser.close()
+    assert (shots / "predict.png").stat().st_size > 10_000
