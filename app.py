@@ -284,6 +284,9 @@ def main(args: argparse.Namespace) -> int:
         log.error("refusing to open a share link without a login: set TUMORTRACE_AUTH=\"user:password\" "
                   "or pass --auth-file FILE")
         return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not auth:
+        log.warning("listening on %s WITHOUT a login: anyone who can reach this address can use the app; "
+                    "set TUMORTRACE_AUTH for any deployment beyond this machine", args.host)
     registry = build_registry(args.model, args.revision)
     demo = build_app(registry, args.cam_method)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,

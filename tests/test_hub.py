@@ -82,3 +82,19 @@ def test_broken_local_model_is_an_error_not_a_substitution(tmp_path):
     (tmp_path / "broken" / "config.json").write_text("{}")
     registry = build_registry(str(tmp_path / "broken"), weights_dir=tmp_path)
     assert registry.names == [] and "model.safetensors is missing" in registry.errors[str(tmp_path / "broken")]
+
+
+def test_tampered_shipped_model_is_listed_as_error_and_not_served(trained_model, tmp_path):
+    weights = tmp_path / "weights"
+    (weights / "good").mkdir(parents=True)
+    (weights / "bad").mkdir()
+    for p in trained_model.iterdir():
+        for dest in ("good", "bad"):
+            (weights / dest / p.name).write_bytes(p.read_bytes())
+    data = bytearray((weights / "bad" / "model.safetensors").read_bytes())
+    data[-100] ^= 0xFF
+    (weights / "bad" / "model.safetensors").write_bytes(bytes(data))
+    registry = build_registry(None, weights_dir=weights)
+    assert registry.names == ["good"] and "does not match config.json" in registry.errors["bad"]
+    with pytest.raises(ModelLoadError, match="could not be loaded"):
+        registry.get("bad")
