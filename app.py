@@ -156,7 +156,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam") -> gr.Blocks:
         decision = (f"**Decision at the model's validated threshold {pred.threshold:.3f}: {pred.decision}** "
                     f"(P(malignant) = {pred.p_malignant:.3f}; positive class: {POSITIVE_CLASS}). "
                     "Research output, not a diagnosis." + ("\n\n" + " · ".join(notes) if notes else ""))
-        return (pred.probabilities, heat, (rgb * 255).astype(np.uint8), decision,
+        return (pred.probabilities, heat, rgb, decision,
                 provenance(loaded, cam_method))
 
     def select_model(model_name: str):

@@ -29,6 +29,20 @@ from tumortrace.inference import display_rgb  # noqa: E402
 from tumortrace.preprocess import model_input  # noqa: E402
 
 
+def timed_pair(fn_a, fn_b, runs: int, warmup: int = 5) -> tuple[dict, dict]:
+    """Alternate a and b run by run, so drifts of a noisy machine hit both alike."""
+    for _ in range(warmup):
+        fn_a(), fn_b()
+    a, b = [], []
+    for _ in range(runs):
+        for fn, out in ((fn_a, a), (fn_b, b)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return tuple({"p50": statistics.median(s) * 1e3, "p95": sorted(s)[int(0.95 * (len(s) - 1))] * 1e3}
+                 for s in (a, b))
+
+
 def timed(fn, runs: int, warmup: int = 5) -> dict:
     for _ in range(warmup):
         fn()
@@ -91,10 +105,9 @@ def bench_model(name: str, loaded, image, runs: int, threads: int) -> dict:
         overlay(rgb, cam)
 
     row = {"model": name, "flops": forward_flops(model, x)}
-    row["forward"] = timed(forward_no_grad, runs)
+    row["forward"], row["fast"] = timed_pair(forward_no_grad, fast, runs)
     row["forward_inference_mode"] = timed(forward_inference_mode, runs)
     row["baseline"] = timed(baseline, runs)
-    row["fast"] = timed(fast, runs)
     model_cl = model.to(memory_format=torch.channels_last)
     xcl = x.contiguous(memory_format=torch.channels_last)
 

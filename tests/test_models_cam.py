@@ -77,3 +77,24 @@ def test_overlay_keeps_aspect_and_peak_in_mask():
     mask[5:12, 150:165] = True  # the peak (row 10/64, col 50/64) maps to about (8, 156)
     assert peak_in_mask(cam, mask)
     assert not peak_in_mask(cam, ~mask)
+
+
+def test_overlay_matches_gradcam_show_cam_on_image():
+    import cv2
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(0, 1, (120, 90, 3)).astype(np.float32)
+    rgb[0, 0] = 1.0  # full intensity present, as in any real slice: grad-cam's final rescale is then ~1
+    cam = rng.uniform(0, 1, (32, 32)).astype(np.float32)
+    for opacity in (0.0, 0.45, 1.0):
+        ours = overlay(rgb, cam, opacity).astype(int)
+        ref = show_cam_on_image(rgb, cv2.resize(cam, (90, 120)), use_rgb=True, image_weight=1 - opacity)
+        assert np.abs(ours - ref).max() <= 2
+
+
+def test_grayscale_cache_resize_equals_three_channel_resize():
+    from torchvision.transforms.v2 import functional as TF
+    from tumortrace.preprocess import resized_uint8, to_rgb_float
+    gray = np.random.default_rng(1).uniform(0, 1, (70, 50)).astype(np.float32)
+    three = TF.resize(torch.from_numpy(to_rgb_float(gray)).permute(2, 0, 1), [32, 32], antialias=True)
+    assert torch.equal(resized_uint8(gray, 32), (three.clamp(0, 1) * 255).round().to(torch.uint8))

@@ -39,11 +39,11 @@ def predict_file(loaded: LoadedModel, path, cam_method: str = "fast-cam") -> Pre
     return predict_image(loaded, load_image(path), cam_method)
 
 def display_rgb(image: LoadedImage, max_side: int = 1024) -> np.ndarray:
-    """The image as H×W×3 float for display, shrunk (aspect kept) so huge uploads stay cheap to show."""
+    """The image as H×W×3 uint8 for display, shrunk (aspect kept) so huge uploads stay cheap to show."""
     rgb = to_rgb_float(image.pixels)
     h, w = rgb.shape[:2]
     scale = max_side / max(h, w)
     if scale < 1:
         import cv2
         rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return rgb
+    return np.uint8(np.clip(rgb, 0, 1) * 255 + 0.5)
