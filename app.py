@@ -55,6 +55,58 @@ class UploadFile(gr.File):
         return NamedString(f.path)
 
 
+class RecentUploads:
+    """Decoded uploads of the last minute, in memory only, keyed by the content hash in their path.
+
+    Gradio stores uploads by content (folder = sha256 of the bytes), so two requests with identical
+    bytes (two reviewers clicking one example) share one file: after the first request deletes it, the
+    second is served from here instead of failing. Bounded in age and bytes; nothing goes to disk.
+    """
+
+    def __init__(self, ttl_s: float = 60.0, max_bytes: int = 64 * 2**20):
+        import threading
+        from collections import OrderedDict
+
+        self.ttl_s, self.max_bytes = ttl_s, max_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        while self._items and (now - next(iter(self._items.values()))[0] > self.ttl_s or
+                               sum(v[1].pixels.nbytes for v in self._items.values()) > self.max_bytes):
+            self._items.popitem(last=False)
+
+    def put(self, key: str, image) -> None:
+        import time
+        with self._lock:
+            self._items[key] = (time.monotonic(), image)
+            self._items.move_to_end(key)
+            self._expire(time.monotonic())
+
+    def get(self, key: str):
+        import time
+        with self._lock:
+            self._expire(time.monotonic())
+            item = self._items.get(key)
+            return item[1] if item else None
+
+
+def read_upload(path: Path, recent: RecentUploads):
+    """Decode an upload, then delete it from disk at once (no patient image stays on disk)."""
+    key = f"{path.parent.name}/{path.name}"
+    try:
+        image = load_image(path)
+        recent.put(key, image)
+        return image
+    except ImageLoadError as exc:
+        cached = recent.get(key) if not path.exists() else None
+        if cached is not None:
+            return cached
+        raise exc
+    finally:
+        _forget_upload(path)
+
+
 # ---------------------------------------------------------------- text for the page
 def header_markdown(registry: Registry, loaded: LoadedModel | None) -> str:
     lines = ["# TumorTrace — breast lesion slice classifier",
@@ -129,6 +181,7 @@ def model_card(loaded: LoadedModel) -> str:
 def build_app(registry: Registry, cam_method: str = "fast-cam") -> gr.Blocks:
     choices = registry.names
     first = registry.models[choices[0]] if choices else None
+    recent = RecentUploads()
 
     def get_model(name: str) -> LoadedModel:
         try:
@@ -141,13 +194,10 @@ def build_app(registry: Registry, cam_method: str = "fast-cam") -> gr.Blocks:
         if not file:
             raise gr.Error("Upload an image first (PNG, JPEG, TIFF, BMP or DICOM).")
         loaded = get_model(model_name)
-        upload = Path(file)
         try:
-            image = load_image(upload)
+            image = read_upload(Path(file), recent)
         except ImageLoadError as exc:
             raise gr.Error(f"Cannot use this file: {exc.reason}") from None
-        finally:
-            _forget_upload(upload)
         pred = predict_image(loaded, image, cam_method)
         rgb = display_rgb(image)
         heat = overlay(rgb, pred.cam, opacity)

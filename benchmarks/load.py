@@ -123,7 +123,8 @@ def main() -> int:
     report, failed = {"baseline_ms": baseline, "phases": []}, False
     with running_app("--model", str(model), temp_dir=temp) as (url, proc):
         server = psutil.Process(proc.pid)
-        run_clients(url, 1, 3, valid, [], model.name)  # warm-up: first requests allocate caches
+        # warm-up at the highest load: each of the app's worker threads allocates its buffers once
+        run_clients(url, max(args.clients), 8, valid, [], model.name)
         rss_start = server.memory_info().rss
         for n in args.clients:
             results, wall = run_clients(url, n, args.seconds, valid, hostile, model.name)

@@ -145,3 +145,15 @@ def test_app_downloads_pinned_revision_from_hub(trained_model, manifest_data, tm
             good = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
             prov = _predict(_client(url), good, "lab/tiny")[4]
     assert f"Hub `lab/tiny` @ `{repo.commit}`" in prov
+
+
+def test_identical_concurrent_uploads_all_succeed(app, manifest_data):
+    """Gradio stores identical uploads at one path; deleting it for one request must not break the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _, temp, name = app
+    image = sorted((manifest_data / "malignant" / "images").glob("*.png"))[5]
+    clients = [_client(url) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: _predict(c, image, name)[0]["label"], clients * 2))
+    assert len(results) == 8 and all(r in ("benign", "malignant") for r in results)

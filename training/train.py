@@ -62,7 +62,8 @@ def get_args_parser() -> argparse.ArgumentParser:
       help="the validated threshold is the highest reaching this validation sensitivity (default: 0.90)")
     a("--seed", type=int, default=0, help="random seed for split, init, order and augmentation (default: 0)")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default: auto)")
-    a("--workers", type=int, default=2, help="data-loader worker processes (default: 2)")
+    a("--workers", type=int, default=None,
+      help="data-loader worker processes (default: 0 on CPU, where workers steal the compute cores; 4 on CUDA)")
     a("--threads", type=int, default=0, help="torch CPU threads, 0 = torch's choice (default: 0)")
     pre = p.add_mutually_exclusive_group()
     pre.add_argument("--pretrained", dest="pretrained", action="store_true", default=True,
@@ -121,7 +122,8 @@ def make_loaders(args, model, images, samples, split, dist_info):
     elif args.balance == "sampler":
         weights = (1.0 / counts)[train_set.labels]
         sampler = WeightedRandomSampler(weights, len(train_set), replacement=True)
-    kw = dict(num_workers=args.workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
+    workers = args.workers if args.workers is not None else (4 if next(model.parameters()).is_cuda else 0)
+    kw = dict(num_workers=workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
     train_loader = DataLoader(train_set, args.batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=len(train_set) > args.batch_size, **kw)
     val_loader = DataLoader(subset("val", ev), args.batch_size, shuffle=False, **kw)
