@@ -39,7 +39,7 @@ def test_upload_classify_and_tabs(trained_model, manifest_data, tmp_path):
         page.wait_for_timeout(500)
         page.screenshot(path=str(shots / "predict.png"), full_page=True)
         page.get_by_role("tab", name="Evaluation").click()
-        page.get_by_text("Held-out test split").wait_for(timeout=30_000)
+        page.get_by_text("Held-out test split:").wait_for(timeout=30_000)
         page.wait_for_timeout(500)
         page.screenshot(path=str(shots / "evaluation.png"), full_page=True)
         page.get_by_role("tab", name="About").click()
