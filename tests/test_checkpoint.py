@@ -67,10 +67,14 @@ def test_disk_full_keeps_previous_checkpoint(saved, tmp_path, monkeypatch):
     save_model(m, tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    import safetensors.torch as st
     def full_disk(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr("tumortrace.checkpoint.save_file", full_disk)
+
+    def full_disk_midway(state, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial safetensors header")  # what a write cut off by a full disk leaves
+        full_disk()
+    monkeypatch.setattr("tumortrace.checkpoint.save_file", full_disk_midway)
     with pytest.raises(OSError, match="No space left"):
         save_model(m, tmp_path)
     monkeypatch.setattr("os.fsync", full_disk)

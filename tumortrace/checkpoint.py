@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,28 +38,36 @@ class ModelLoadError(RuntimeError):
 
 
 # ---------------------------------------------------------------- atomic files
-def _mkstemp_beside(path: Path) -> tuple[int, str]:
-    """A temporary file in the target's folder (same file system, so the rename is atomic), mode per umask."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return fd, tmp
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, fsync, rename: the old file survives any failure."""
+# Read once at import: os.umask can only be read by setting it, which would race with threads creating files.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> None:
+    """``write(tmp_path)`` into a temporary file beside ``path`` (same file system), fsync, then rename over
+    ``path``: readers see the old file or the new one, never a partial one, and a failure (disk full) leaves
+    the old file and no temporary file behind. The file gets the umask's mode, not mkstemp's 0600."""
     path = Path(path)
-    fd, tmp = _mkstemp_beside(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        os.chmod(tmp, _FILE_MODE)
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -66,17 +75,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    fd, tmp = _mkstemp_beside(path)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 def sha256_file(path: str | Path) -> str:
@@ -99,11 +98,7 @@ def save_model(model: TumorClassifier, out_dir: str | Path, dtype: torch.dtype =
     state = {k: (v.to(dtype) if v.is_floating_point() and v.ndim > 1 else v).contiguous().cpu()
              for k, v in model.state_dict().items()}
     weights = out_dir / WEIGHTS_NAME
-    tmp = out_dir / f".{WEIGHTS_NAME}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", "dtype": str(dtype)})
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, weights)
+    atomic_write_with(weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "dtype": str(dtype)}))
     digest = sha256_file(weights)
     config = dict(model.config, weights_sha256=digest, weights_dtype=str(dtype).replace("torch.", ""))
     atomic_write_text(out_dir / CONFIG_NAME, json.dumps(config, indent=2))
