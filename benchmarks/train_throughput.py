@@ -1,13 +1,20 @@
 """Training throughput: images/s and the share of step time spent waiting for data, per architecture.
 
-    python benchmarks/train_throughput.py [--device auto] [--image-size 224] [--batch-size 32] [--images 256]
+    python benchmarks/train_throughput.py [--device auto] [--image-size 224] [--batch-sizes 32] [--images N]
 
-Uses random uint8 images held decoded in memory (as training/train.py caches them) with the real
-training augmentations, one epoch per setting after a warm-up epoch, workers 0 and 2.
+Random uint8 images held decoded in memory (as training/train.py caches them) go through the real
+training augmentations in DataLoader workers; one warm-up epoch, then one timed epoch per setting.
+
+On CPU: fp32, loader workers 0 and 2. On CUDA, per architecture and batch size, each precision /
+memory-format / compile setting is timed three ways: with batches already on the GPU (the model's
+ceiling, no input work), with the DataLoader (augmentation in CPU workers, as --augment-on cpu), and
+with the augmentation on the GPU (tumortrace.gpu_augment, as --augment-on gpu, the default on CUDA).
+"data wait" is 1 - fed/ceiling: the share of GPU time lost to input.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -19,37 +26,94 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tumortrace.data import SliceDataset  # noqa: E402
 from tumortrace.engine import select_device, train_one_epoch  # noqa: E402
+from tumortrace.gpu_augment import DeviceBatches, GpuAugment  # noqa: E402
 from tumortrace.models import ARCHS, TumorClassifier  # noqa: E402
 from tumortrace.preprocess import train_transform  # noqa: E402
+
+GPU_SETTINGS = (  # (name, bf16 autocast, channels_last, torch.compile)
+    ("fp32", False, False, False),
+    ("bf16", True, False, False),
+    ("bf16 + channels_last", True, True, False),
+    ("bf16 + channels_last + compile", True, True, True),
+)
+
+
+def epoch(model, batches, opt, device, channels_last=False, amp=True) -> dict:
+    return train_one_epoch(model, batches, nn.CrossEntropyLoss(), opt, device, 0, False, channels_last, amp)
+
+
+def cpu_table(args, device, images, labels) -> None:
+    print(f"# device cpu, {torch.get_num_threads()} threads, {args.image_size}², batch {args.batch_sizes[0]}")
+    print("| arch | workers | images/s | data wait |\n|---|---|---|---|")
+    for arch in args.archs:
+        model = TumorClassifier(arch=arch, image_size=args.image_size)
+        opt = torch.optim.AdamW(model.parameters(), 1e-4)
+        ds = SliceDataset(images, labels, train_transform(args.image_size, model.mean, model.std))
+        for workers in (0, 2):
+            loader = DataLoader(ds, args.batch_sizes[0], shuffle=True, drop_last=True, num_workers=workers)
+            epoch(model, loader, opt, device)  # warm-up
+            s = epoch(model, loader, opt, device)
+            print(f"| {arch} | {workers} | {s['images_per_s']:.1f} | {s['data_wait_fraction']:.1%} |")
+
+
+def gpu_table(args, device, images, labels) -> None:
+    workers = args.workers if args.workers is not None else min(12, os.cpu_count() or 1)
+    print(f"# device {torch.cuda.get_device_name(device)}, torch {torch.__version__}, {args.image_size}², "
+          f"{len(labels)} images per epoch, loader workers {workers}")
+    print("| arch | batch | setting | ceiling img/s (batches on GPU) | CPU-worker loader img/s | data wait | "
+          "GPU augment img/s | data wait |\n|---|---|---|---|---|---|---|---|")
+    for arch in args.archs:
+        for batch in args.batch_sizes:
+            ds = SliceDataset(images, labels, train_transform(args.image_size, (0.5,) * 3, (0.25,) * 3))
+            loader = DataLoader(ds, batch, shuffle=True, drop_last=True, num_workers=workers,
+                                persistent_workers=workers > 0, pin_memory=True, prefetch_factor=4 if workers else None)
+            on_gpu = DeviceBatches(images.to(device), torch.as_tensor(labels), batch,
+                                   GpuAugment(args.image_size, (0.5,) * 3, (0.25,) * 3))
+            g = torch.Generator(device=device).manual_seed(0)
+            resident = [(torch.randn(batch, 3, args.image_size, args.image_size, device=device, generator=g),
+                         torch.randint(0, 2, (batch,), device=device, generator=g))
+                        for _ in range(len(labels) // batch)]
+            for name, amp, cl, compiled in GPU_SETTINGS:
+                torch.manual_seed(0)
+                model = TumorClassifier(arch=arch, image_size=args.image_size).to(device)
+                if cl:
+                    model = model.to(memory_format=torch.channels_last)
+                opt = torch.optim.AdamW(model.parameters(), 1e-4)
+                run = torch.compile(model) if compiled else model
+                epoch(run, resident, opt, device, cl, amp)  # warm-up (and compilation)
+                ceiling = epoch(run, resident, opt, device, cl, amp)
+                epoch(run, loader, opt, device, cl, amp)  # warm-up: workers start, pinned buffers
+                fed = epoch(run, loader, opt, device, cl, amp)
+                epoch(run, on_gpu, opt, device, cl, amp)
+                gpu_fed = epoch(run, on_gpu, opt, device, cl, amp)
+
+                def lost(s):
+                    return f"{max(0.0, 1 - s['images_per_s'] / ceiling['images_per_s']):.1%}"
+                print(f"| {arch} | {batch} | {name} | {ceiling['images_per_s']:.0f} | {fed['images_per_s']:.0f} | "
+                      f"{lost(fed)} | {gpu_fed['images_per_s']:.0f} | {lost(gpu_fed)} |", flush=True)
+                del run, model, opt
+            del loader, resident, on_gpu
+            torch.cuda.empty_cache()
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--image-size", type=int, default=224, help="input size (default: 224)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
-    p.add_argument("--images", type=int, default=256, help="images per timed epoch (default: 256)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                   help="batch sizes (default: 32 on CPU; 32 and 128 on CUDA)")
+    p.add_argument("--images", type=int, default=None, help="images per timed epoch (default: 256 CPU, 4096 CUDA)")
+    p.add_argument("--workers", type=int, default=None, help="loader workers on CUDA (default: min(12, cores))")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), help="architectures (default: all)")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (default: off)")
     args = p.parse_args()
     device = select_device(args.device)
+    cuda = device.type == "cuda"
+    args.batch_sizes = args.batch_sizes or ([32, 128] if cuda else [32])
+    n = args.images or (4096 if cuda else 256)
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (args.images, 3, args.image_size, args.image_size), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, 2, (args.images,), generator=g).tolist()
-    print(f"# device {device}, {torch.get_num_threads()} threads, {args.image_size}², batch {args.batch_size}")
-    print("| arch | workers | images/s | data wait |\n|---|---|---|---|")
-    for arch in args.archs:
-        model = TumorClassifier(arch=arch, image_size=args.image_size).to(device)
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(model.parameters(), 1e-4)
-        ds = SliceDataset(images, labels, train_transform(args.image_size, model.mean, model.std))
-        for workers in (0, 2):
-            loader = DataLoader(ds, args.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                                pin_memory=device.type == "cuda")
-            train_one_epoch(model, loader, nn.CrossEntropyLoss(), opt, device, 0, False, args.channels_last)  # warm-up
-            s = train_one_epoch(model, loader, nn.CrossEntropyLoss(), opt, device, 1, False, args.channels_last)
-            print(f"| {arch} | {workers} | {s['images_per_s']:.1f} | {s['data_wait_fraction']:.1%} |")
+    images = torch.randint(0, 256, (n, 3, args.image_size, args.image_size), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 2, (n,), generator=g).tolist()
+    (gpu_table if cuda else cpu_table)(args, device, images, labels)
     return 0
 
 

@@ -6,7 +6,7 @@ import torch
 
 from synthetic import write_class_folders, write_manifest_set, write_presplit
 from tumortrace.data import DataError, decode_all, discover
-from tumortrace.split import assign_splits, dhash, hash_groups, save_split
+from tumortrace.split import assign_splits, dhash, hash_groups, kfold_split, save_split
 
 
 def test_manifest_layout_ignores_normal_and_keeps_groups_and_masks(tmp_path, caplog):
@@ -121,3 +121,22 @@ def test_save_split_round_trip(tmp_path):
     doc = json.loads((tmp_path / "split.json").read_text())
     assert doc["positive_class"] == "malignant"
     assert {r["image"] for r in doc["test"]} == {samples[i].key(root) for i in split["test"]}
+
+
+def test_kfold_every_image_tested_once_groups_whole_classes_balanced(tmp_path):
+    samples = discover(write_manifest_set(tmp_path, n_per_class=40))
+    folds = [kfold_split(samples, 5, k, seed=1) for k in range(5)]
+    tested = sorted(i for f in folds for i in f["test"])
+    assert tested == list(range(len(samples)))  # each image in exactly one test fold
+    for k, f in enumerate(folds):
+        assert set(f["val"]) == set(folds[(k + 1) % 5]["test"])
+        assert sorted(f["train"] + f["val"] + f["test"]) == list(range(len(samples)))
+        where = {}
+        for name, idx in f.items():
+            for i in idx:
+                assert where.setdefault(samples[i].group, name) == name, "a duplicate group was split"
+        for label in (0, 1):
+            assert abs(sum(samples[i].label == label for i in f["test"]) - 40 / 5) <= 2
+    assert kfold_split(samples, 5, 0, seed=1) != kfold_split(samples, 5, 0, seed=2)
+    with pytest.raises(DataError, match="--fold must be in 0..4"):
+        kfold_split(samples, 5, 5)

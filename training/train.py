@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import platform
 import sys
 import time
 from pathlib import Path
@@ -21,18 +22,19 @@ from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tumortrace import CLASSES, card, plots  # noqa: E402
+from tumortrace import CLASSES, plots  # noqa: E402
 from tumortrace.checkpoint import (RESUME_NAME, atomic_write_text, load_model, load_resume_state,  # noqa: E402
                                    save_model, save_resume_state)
 from tumortrace.data import DataError, SliceDataset, decode_all, discover  # noqa: E402
 from tumortrace.engine import (EarlyStopping, all_reduce_mean, init_distributed, predict_probs,  # noqa: E402
                                rng_state, seed_everything, select_device, set_rng_state, sync_buffers,
                                train_one_epoch)
-from tumortrace.evaluate import evaluate_images  # noqa: E402
+from tumortrace.evaluate import evaluate_images, write_evaluation  # noqa: E402
+from tumortrace.gpu_augment import DeviceBatches, GpuAugment  # noqa: E402
 from tumortrace.metrics import binary_metrics, threshold_for_sensitivity  # noqa: E402
 from tumortrace.models import ARCHS, PretrainedUnavailable, TumorClassifier, load_imagenet_trunk  # noqa: E402
 from tumortrace.preprocess import eval_transform, normalize, train_transform  # noqa: E402
-from tumortrace.split import assign_splits, hash_groups, save_split  # noqa: E402
+from tumortrace.split import assign_splits, hash_groups, kfold_split, save_split  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -57,14 +59,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--balance", default="weighted-loss", choices=("weighted-loss", "sampler", "none"),
       help="class-imbalance handling (default: weighted-loss)")
     a("--label-smoothing", type=float, default=0.0, help="label smoothing (default: 0.0)")
+    a("--random-erasing", type=float, default=0.0,
+      help="probability of erasing a random rectangle of each training image (default: 0.0)")
     a("--split", default="0.7,0.15,0.15", help="train,val,test fractions (default: 0.7,0.15,0.15)")
     a("--target-sensitivity", type=float, default=0.90,
       help="the validated threshold is the highest reaching this validation sensitivity (default: 0.90)")
-    a("--seed", type=int, default=0, help="random seed for split, init, order and augmentation (default: 0)")
+    a("--seed", type=int, default=0, help="random seed for init, order and augmentation (default: 0)")
+    a("--split-seed", type=int, default=None, help="random seed for the train/val/test split (default: --seed)")
+    a("--folds", type=int, default=None,
+      help="cross-validation: K grouped, stratified folds instead of --split; test = fold --fold, val = the next "
+           "fold, train = the rest (default: off)")
+    a("--fold", type=int, default=0, help="which fold is the test fold with --folds, 0-based (default: 0)")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default: auto)")
     a("--workers", type=int, default=None,
       help="data-loader worker processes (default: 0 on CPU, where workers steal the compute cores; 4 on CUDA)")
     a("--threads", type=int, default=0, help="torch CPU threads, 0 = torch's choice (default: 0)")
+    a("--amp", default="bf16", choices=("bf16", "off"), help="mixed precision on CUDA; CPU always runs fp32 "
+                                                            "(default: bf16)")
+    a("--augment-on", default="auto", choices=("auto", "cpu", "gpu"),
+      help="where training augmentation runs: cpu = DataLoader workers, gpu = whole batches on the GPU with "
+           "the cached images held there; auto = gpu when training on CUDA (default: auto)")
+    a("--channels-last", action="store_true", help="channels_last memory format (default: off)")
+    a("--compile", action="store_true", help="torch.compile the training model (default: off)")
+    a("--skip-test", action="store_true",
+      help="model selection run: save the model and validation metrics but do not touch the test split; "
+           "evaluate the chosen model later with python -m tumortrace.evaluate --write (default: off)")
     pre = p.add_mutually_exclusive_group()
     pre.add_argument("--pretrained", dest="pretrained", action="store_true", default=True,
                      help="start from ImageNet weights; stop if they cannot be had (default)")
@@ -93,10 +112,17 @@ def prepare_data(args, is_main: bool):
             s.group = s.group or g
         grouping = "perceptual hash (dHash, ≤6 of 64 bits)"
     fractions = tuple(float(x) for x in args.split.split(","))
-    split = assign_splits(samples, fractions, args.seed)
+    split_seed = args.seed if args.split_seed is None else args.split_seed
+    if args.folds:
+        if all(s.split for s in samples):
+            raise DataError("--folds needs data without a given split (manifest split column or split folders)")
+        split = kfold_split(samples, args.folds, args.fold, split_seed)
+        meta = {"seed": split_seed, "folds": args.folds, "fold": args.fold, "grouping": grouping}
+    else:
+        split = assign_splits(samples, fractions, split_seed)
+        meta = {"seed": split_seed, "fractions": fractions, "grouping": grouping}
     if is_main:
-        save_split(Path(args.out) / "split.json", root, samples, split,
-                   {"seed": args.seed, "fractions": fractions, "grouping": grouping})
+        save_split(Path(args.out) / "split.json", root, samples, split, meta)
     for name, idx in split.items():
         counts = [sum(samples[i].label == c for i in idx) for c in range(len(CLASSES))]
         log.info("%s: %d images (benign %d, malignant %d)", name, len(idx), *counts)
@@ -105,7 +131,7 @@ def prepare_data(args, is_main: bool):
 
 def make_loaders(args, model, images, samples, split, dist_info):
     labels = [s.label for s in samples]
-    tr, ev = (train_transform(model.image_size, model.mean, model.std),
+    tr, ev = (train_transform(model.image_size, model.mean, model.std, args.random_erasing),
               eval_transform(model.image_size, model.mean, model.std))
 
     def subset(name, transform):
@@ -122,13 +148,27 @@ def make_loaders(args, model, images, samples, split, dist_info):
     elif args.balance == "sampler":
         weights = (1.0 / counts)[train_set.labels]
         sampler = WeightedRandomSampler(weights, len(train_set), replacement=True)
-    workers = args.workers if args.workers is not None else (4 if next(model.parameters()).is_cuda else 0)
-    kw = dict(num_workers=workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
-    train_loader = DataLoader(train_set, args.batch_size, shuffle=sampler is None, sampler=sampler,
-                              drop_last=len(train_set) > args.batch_size, **kw)
+    device = next(model.parameters()).device
+    workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
+    # persistent: re-spawning workers every epoch costs seconds, which on a GPU is a whole small epoch
+    kw = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    drop_last = len(train_set) > args.batch_size
+    if augment_on_gpu(args, device):
+        train_loader = DeviceBatches(train_set.images.to(device), train_set.labels, args.batch_size,
+                                     GpuAugment(model.image_size, model.mean, model.std,
+                                                erasing=args.random_erasing), sampler, drop_last)
+    else:
+        train_loader = DataLoader(train_set, args.batch_size, shuffle=sampler is None, sampler=sampler,
+                                  drop_last=drop_last, **kw)
     val_loader = DataLoader(subset("val", ev), args.batch_size, shuffle=False, **kw)
     class_weights = (counts.sum() / (2 * counts)) if args.balance == "weighted-loss" else None
     return train_loader, val_loader, class_weights, sampler
+
+
+def augment_on_gpu(args, device: torch.device) -> bool:
+    if args.augment_on == "gpu" and device.type != "cuda":
+        raise DataError("--augment-on gpu needs training on a CUDA GPU")
+    return args.augment_on == "gpu" or (args.augment_on == "auto" and device.type == "cuda")
 
 
 def build_model(args) -> TumorClassifier:
@@ -182,47 +222,56 @@ def save_checked(model, out: Path, val_images: torch.Tensor):
 
 
 def finalize(args, model, images, samples, split, root, history, stopper, val_pred, init_source):
-    """Pick the threshold on validation, save fp16 weights, reload them, evaluate once on test."""
+    """Pick the threshold on validation, save the weights, reload them, evaluate once on test.
+
+    Returns the test report, or None with --skip-test (validation metrics go to history.json then).
+    """
     out = Path(args.out)
     y_val, p_val = val_pred
     model.threshold = threshold_for_sensitivity(y_val, p_val, args.target_sensitivity)
+    at_threshold = binary_metrics(y_val, p_val, model.threshold)
     model.threshold_rule = (f"highest threshold reaching validation sensitivity ≥ {args.target_sensitivity:.2f} "
-                            f"(validation: {binary_metrics(y_val, p_val, model.threshold)['recall']:.3f} "
-                            f"sensitivity, {binary_metrics(y_val, p_val, model.threshold)['specificity']:.3f} specificity)")
+                            f"(validation: {at_threshold['recall']:.3f} sensitivity, "
+                            f"{at_threshold['specificity']:.3f} specificity)")
     shipped, diff = save_checked(model, out, images[split["val"]])
+    summary = {"best_epoch": stopper.best_epoch, "epochs_run": len(history), "monitor": stopper.monitor,
+               "best_value": stopper.best, "init": init_source, "device": args.device_name,
+               "shipped_weights_max_prob_diff_vs_fp32": diff,
+               "validation_at_threshold": {"threshold": model.threshold, **at_threshold},
+               "validation_auc": binary_metrics(y_val, p_val, 0.5)["roc_auc"], "args": vars(args)}
+    atomic_write_text(out / "history.json", json.dumps({"summary": summary, "epochs": history}, indent=1))
+    plots.save(plots.curves_figure(history), out / "curves.png")
+    if args.skip_test:
+        return None
     test = split["test"]
     report = evaluate_images(shipped, images[test], [samples[i] for i in test], [samples[i].group for i in test],
                              root, n_boot=args.bootstrap, seed=args.seed)
-    report["shipped_weights_max_prob_diff_vs_fp32"] = diff
     report["evaluated_on"] = f"test split of split.json ({len(test)} images)"
-    atomic_write_text(out / "evaluation.json", json.dumps(report, indent=1))
-    summary = {"best_epoch": stopper.best_epoch, "epochs_run": len(history), "monitor": stopper.monitor,
-               "best_value": stopper.best, "init": init_source, "args": vars(args)}
-    atomic_write_text(out / "history.json", json.dumps({"summary": summary, "epochs": history}, indent=1))
-    plots.save(plots.roc_figure(report), out / "roc.png")
-    plots.save(plots.confusion_figure(report), out / "confusion_matrix.png")
-    plots.save(plots.curves_figure(history), out / "curves.png")
-    card.write_card(out)
+    write_evaluation(out, report)
     return report
 
 
 def main(args: argparse.Namespace) -> int:
     dist_info = init_distributed(args.device)
     device = select_device(args.device, dist_info.local_rank)
+    args.device_name = (f"{torch.cuda.get_device_name(device)} (CUDA)" if device.type == "cuda"
+                        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed)
     try:
+        args.augment_on = "gpu" if augment_on_gpu(args, device) else "cpu"
         root, images, samples, split = prepare_data(args, dist_info.is_main)
         model = build_model(args)
+        init_source = model.init_source
+        model.to(device)
+        train_loader, val_loader, class_weights, sampler = make_loaders(args, model, images, samples, split,
+                                                                        dist_info)
     except (DataError, PretrainedUnavailable) as exc:
         log.error("%s", exc)
         return 2
-    init_source = model.init_source
-    model.to(device)
-    train_loader, val_loader, class_weights, sampler = make_loaders(args, model, images, samples, split, dist_info)
     optimizer, scheduler = make_optimizer(args, model, len(train_loader))
     stopper = EarlyStopping(args.monitor, args.patience, args.min_delta)
     criterion = nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.to(device),
@@ -240,8 +289,12 @@ def main(args: argparse.Namespace) -> int:
         log.info("resumed from %s after epoch %d", resume_path, state["epoch"])
     elif args.resume:
         log.info("--resume: no %s yet, starting fresh", resume_path)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     train_model = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                        else None) if dist_info.enabled else model)
+    if args.compile:
+        train_model = torch.compile(train_model)
     val_pred = None
     for epoch in range(start_epoch, args.epochs + 1):
         if stopper.should_stop:
@@ -250,7 +303,8 @@ def main(args: argparse.Namespace) -> int:
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         stats = train_one_epoch(train_model, train_loader, criterion, optimizer, device, epoch,
-                                show_progress=dist_info.is_main and not args.no_progress)
+                                show_progress=dist_info.is_main and not args.no_progress,
+                                channels_last=args.channels_last, amp=args.amp == "bf16")
         stats["train_loss"] = all_reduce_mean(stats["train_loss"], dist_info, device)
         scheduler.step()
         sync_buffers(model, dist_info)
@@ -280,10 +334,16 @@ def main(args: argparse.Namespace) -> int:
     if dist_info.is_main:
         if best_state is not None:
             model.load_state_dict(best_state, strict=True)
-        model.cpu()
+        model.cpu().to(memory_format=torch.contiguous_format)
         eval_loader = torch.utils.data.DataLoader(val_loader.dataset, args.batch_size)
         val_pred = predict_probs(model, eval_loader, torch.device("cpu"))[:2]
         report = finalize(args, model, images, samples, split, root, history, stopper, val_pred, init_source)
+        if report is None:
+            v = json.loads((out / "history.json").read_text())["summary"]
+            log.info("--skip-test: validation ROC-AUC %.3f; at threshold %.3f sensitivity %.3f, specificity %.3f; "
+                     "test split untouched", v["validation_auc"], v["validation_at_threshold"]["threshold"],
+                     v["validation_at_threshold"]["recall"], v["validation_at_threshold"]["specificity"])
+            return 0
         v = report["thresholds"]["validated"]
         log.info("test (positive = malignant): ROC-AUC %.3f %s; at threshold %.3f sensitivity %.3f %s, "
                  "specificity %.3f %s", v["metrics"]["roc_auc"], v["ci95"]["roc_auc"], v["threshold"],

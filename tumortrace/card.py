@@ -15,7 +15,7 @@ LIMITATIONS = {
         "Trained on breast **ultrasound** (BUSI), not MRI: its output on MRI slices is not validated.",
         "Single site (Baheya Hospital, Cairo, 2018), one population; no external validation.",
         "Many BUSI images carry caliper marks and burned-in text, which a model can learn instead of "
-        "the lesion; check the Grad-CAM peak-in-mask figures below.",
+        "the lesion; check the Grad-CAM peak-in-mask figures above.",
         "BUSI has no patient ids: images of one patient may sit on both sides of the split; only exact "
         "and near-duplicate images were kept together (duplicate_group).",
     ],
@@ -31,12 +31,18 @@ def _fmt(metric: str, block: dict) -> str:
     return f"{v:.3f} ({lo:.3f}–{hi:.3f})"
 
 
+AUGMENT_ON = {"cpu": "the CPU (loader workers)", "gpu": "the GPU (tumortrace.gpu_augment)",
+              "auto": "the GPU if trained with CUDA, else the CPU (--augment-on auto)"}
+
+
 def training_summary(summary: dict) -> str:
     a = summary.get("args", {})
     return (f"{summary.get('epochs_run')} epochs (best {summary.get('best_epoch')}, early stopping on "
             f"{summary.get('monitor')}, patience {a.get('patience')}); init: {summary.get('init')}; "
             f"{a.get('opt')}, lr {a.get('lr') or 'default'}, batch {a.get('batch_size')}, "
-            f"balance {a.get('balance')}, seed {a.get('seed')}")
+            f"balance {a.get('balance')}, label smoothing {a.get('label_smoothing', 0.0)}, "
+            f"augmentation on {AUGMENT_ON.get(a.get('augment_on', 'cpu'), a.get('augment_on'))}, seed {a.get('seed')}"
+            + (f"; trained on {summary['device']}" if summary.get("device") else ""))
 
 
 def write_card(folder: str | Path) -> Path:

@@ -48,6 +48,16 @@ def evaluate_images(model: TumorClassifier, images: torch.Tensor, samples: list[
     return report
 
 
+def write_evaluation(folder: Path, report: dict) -> None:
+    """Write a held-out evaluation into a model folder: evaluation.json, ROC and confusion plots, the card."""
+    from . import card, plots
+
+    atomic_write_text(folder / "evaluation.json", json.dumps(report, indent=1))
+    plots.save(plots.roc_figure(report), folder / "roc.png")
+    plots.save(plots.confusion_figure(report), folder / "confusion_matrix.png")
+    card.write_card(folder)
+
+
 def cam_peak_in_mask(samples: list[Sample], cams: list) -> dict:
     out = {}
     for label, cls in enumerate(CLASSES):
@@ -70,15 +80,16 @@ def cam_peak_in_mask(samples: list[Sample], cams: list) -> dict:
 def select_test(samples: list[Sample], root: Path, split_file: Path | None, which: str) -> tuple[list[Sample], str]:
     if which == "all" or split_file is None:
         return samples, "all labelled images"
-    keys = set(load_split_keys(split_file, "test"))
+    part = "val" if which == "val" else "test"
+    keys = set(load_split_keys(split_file, part))
     chosen = [s for s in samples if s.key(root) in keys]
-    if which == "test" and not chosen:
-        raise DataError(f"none of the {len(keys)} test images listed in {split_file} are in {root}")
+    if which in ("test", "val") and not chosen:
+        raise DataError(f"none of the {len(keys)} {part} images listed in {split_file} are in {root}")
     if not chosen:
         return samples, "all labelled images (the model's split.json does not match this data)"
     if len(chosen) < len(keys):
         log.warning("%d of %d test images of split.json are missing from %s", len(keys) - len(chosen), len(keys), root)
-    return chosen, f"test split from {split_file.name} ({len(chosen)} of {len(keys)} images)"
+    return chosen, f"{part} split from {split_file.name} ({len(chosen)} of {len(keys)} images)"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -86,11 +97,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder or Hugging Face Hub repo id")
     p.add_argument("--revision", default=None, help="Hub revision (commit, tag or branch) (default: main)")
     p.add_argument("--data", required=True, help="data folder (manifest.csv, class folders or train/val/test)")
-    p.add_argument("--split", choices=("auto", "test", "all"), default="auto",
-                   help="which images: the model's saved test split, or all (default: auto = test when it matches)")
+    p.add_argument("--split", choices=("auto", "test", "val", "all"), default="auto",
+                   help="which images: the model's saved test or validation split, or all "
+                        "(default: auto = test when it matches)")
     p.add_argument("--out", default=None, help="also write the JSON to this file (default: stdout only)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default: 1000)")
     p.add_argument("--per-image", action="store_true", help="include per-image probabilities in stdout (default: off)")
+    p.add_argument("--write", action="store_true",
+                   help="write evaluation.json, the plots and the model card into the (local) model folder; "
+                        "needs the test split (default: off)")
     return p
 
 
@@ -110,6 +125,14 @@ def main(args: argparse.Namespace) -> int:
     report = evaluate_images(loaded.model, images, chosen, groups, root, n_boot=args.bootstrap)
     report["evaluated_on"] = what
     report["model"] = {"source": loaded.source, "revision": loaded.revision, "sha256": loaded.sha256}
+    if args.write:
+        if loaded.revision is not None or not Path(args.model).is_dir():
+            print("error: --write needs a local model folder, not a Hub repo", file=sys.stderr)
+            return 2
+        if not what.startswith("test split"):
+            print(f"error: --write needs the model's test split, but this evaluated {what}", file=sys.stderr)
+            return 2
+        write_evaluation(Path(args.model), report)
     text = json.dumps(report, indent=1)
     if args.out:
         atomic_write_text(args.out, text)

@@ -48,16 +48,27 @@ def model_input(pixels: np.ndarray, image_size: int, mean: Sequence[float], std:
     return normalize(resized_uint8(pixels, image_size), mean, std).unsqueeze(0)
 
 
-def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """The seeds' augmentations, applied to the cached uint8 image."""
-    return v2.Compose([
+ERASE_SCALE, ERASE_RATIO = (0.02, 0.33), (0.3, 3.3)  # torchvision's RandomErasing defaults
+
+
+def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float],
+                    erasing: float = 0.0) -> v2.Compose:
+    """The seeds' augmentations, applied to the cached uint8 image; optionally random erasing.
+
+    Erasing (probability ``erasing``) sets a random rectangle to the mean intensity, so no single
+    region (a caliper mark, burned-in text) can carry the decision alone.
+    """
+    steps = [
         v2.RandomHorizontalFlip(),
         v2.RandomRotation(15),
         v2.RandomResizedCrop(image_size, scale=(0.8, 1.0), antialias=True),
         v2.ColorJitter(brightness=0.2, contrast=0.2),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(mean), list(std)),
-    ])
+    ]
+    if erasing > 0:
+        steps.append(v2.RandomErasing(erasing, scale=ERASE_SCALE, ratio=ERASE_RATIO, value=0))
+    return v2.Compose(steps)
 
 
 def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:

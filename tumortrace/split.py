@@ -63,9 +63,32 @@ def assign_splits(samples: list[Sample], fractions=(0.7, 0.15, 0.15), seed: int 
     return out
 
 
-def _stratified_group_split(samples, fractions, seed) -> dict[str, list[int]]:
-    if abs(sum(fractions) - 1) > 1e-6 or min(fractions) <= 0:
-        raise DataError(f"split fractions must be positive and sum to 1, got {fractions}")
+def kfold_split(samples: list[Sample], folds: int, fold: int, seed: int = 0) -> dict[str, list[int]]:
+    """Fold ``fold`` (0-based) of a class-stratified K-fold over whole groups.
+
+    test = that fold, val = the next one (cyclically), train = the rest; over the K folds every image is
+    in test exactly once, so pooled test predictions cover the whole data set.
+    """
+    if folds < 3 or not 0 <= fold < folds:
+        raise DataError(f"--fold must be in 0..{folds - 1} and --folds at least 3 (got fold {fold} of {folds})")
+    groups, by_class = _groups_by_class(samples)
+    rng = random.Random(seed)
+    bins: list[list[int]] = [[] for _ in range(folds)]
+    for label in sorted(by_class):
+        names = sorted(by_class[label])
+        rng.shuffle(names)
+        filled = [0] * folds
+        for g in sorted(names, key=lambda g: -len(groups[g])):  # big groups first, then fill the gaps
+            dest = min(range(folds), key=lambda b: (filled[b], b))
+            filled[dest] += len(groups[g])
+            bins[dest] += groups[g]
+    out = {"test": sorted(bins[fold]), "val": sorted(bins[(fold + 1) % folds]),
+           "train": sorted(i for b in range(folds) if b not in (fold, (fold + 1) % folds) for i in bins[b])}
+    _check_each_split_has_both_classes(samples, out)
+    return out
+
+
+def _groups_by_class(samples) -> tuple[dict[str, list[int]], dict[int, list[str]]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
         groups[s.group or f"single:{i}"].append(i)
@@ -76,6 +99,13 @@ def _stratified_group_split(samples, fractions, seed) -> dict[str, list[int]]:
             raise DataError(f"duplicate group {g} mixes benign and malignant images "
                             f"({', '.join(samples[i].path.name for i in members[:4])}); fix the labels")
         by_class[labels.pop()].append(g)
+    return groups, by_class
+
+
+def _stratified_group_split(samples, fractions, seed) -> dict[str, list[int]]:
+    if abs(sum(fractions) - 1) > 1e-6 or min(fractions) <= 0:
+        raise DataError(f"split fractions must be positive and sum to 1, got {fractions}")
+    groups, by_class = _groups_by_class(samples)
     rng = random.Random(seed)
     out = {name: [] for name in SPLITS}
     for label in sorted(by_class):

@@ -1,0 +1,137 @@
+"""Batch augmentation on the training device: its geometry matches torchvision's ops, its batches their labels."""
+import math
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from tumortrace.gpu_augment import DeviceBatches, GpuAugment
+from tumortrace.preprocess import normalize
+
+S = 32
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def smooth_images(n=3, seed=0):
+    """Smooth random images (bilinear-upsampled noise), so resampling methods can be compared."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(n, 3, 8, 8, generator=g)
+    return (torch.nn.functional.interpolate(small, size=(S, S), mode="bilinear") * 255).round().to(torch.uint8)
+
+
+def params(n, **kw):
+    base = {"flip": torch.zeros(n, dtype=torch.bool), "angle": torch.zeros(n, dtype=torch.float64),
+            "cx": torch.zeros(n, dtype=torch.float64), "cy": torch.zeros(n, dtype=torch.float64),
+            "w": torch.ones(n, dtype=torch.float64), "h": torch.ones(n, dtype=torch.float64),
+            "brightness": torch.ones(n, dtype=torch.float64), "contrast": torch.ones(n, dtype=torch.float64)}
+    base.update({k: torch.full((n,), float(v), dtype=torch.float64) if k != "flip" else torch.full((n,), v)
+                 for k, v in kw.items()})
+    return base
+
+
+AUG = GpuAugment(S, MEAN, STD)
+
+
+def test_identity_parameters_give_the_normalised_image():
+    x = smooth_images()
+    assert (AUG.apply(x, params(3)) - normalize(x, MEAN, STD)).abs().max() < 1e-5
+
+
+def test_flip_and_right_angle_rotation_are_exact():
+    x = smooth_images()
+    ref = normalize(x, MEAN, STD)
+    assert (AUG.apply(x, params(3, flip=True)) - ref.flip(-1)).abs().max() < 1e-5
+    rotated = AUG.apply(x, params(3, angle=90))
+    expected = normalize(TF.rotate(x, 90), MEAN, STD)  # torchvision's direction, counter-clockwise
+    assert (rotated - expected).abs().max() < 1e-4
+
+
+def test_small_rotation_close_to_torchvision():
+    x = smooth_images()
+    ours = AUG.apply(x, params(3, angle=10))
+    theirs = normalize(TF.rotate(x, 10, interpolation=TF.InterpolationMode.BILINEAR), MEAN, STD)
+    inner = (slice(None), slice(None), slice(6, -6), slice(6, -6))  # corners differ by fill only
+    assert (ours - theirs)[inner].abs().mean() < 0.02
+
+
+def test_crop_box_matches_resized_crop():
+    x = smooth_images()
+    ours = AUG.apply(x, params(3, w=0.5, h=0.5, cx=-0.5, cy=-0.5))  # the top-left quarter, enlarged 2×
+    theirs = normalize(TF.resized_crop(x.float(), 0, 0, S // 2, S // 2, [S, S], antialias=False).round()
+                       .clamp(0, 255).to(torch.uint8), MEAN, STD)
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
+    assert (ours - theirs)[inner].abs().max() < 0.05  # theirs is rounded to uint8: ≤ 0.5/255/std
+
+
+def test_brightness_and_contrast_follow_torchvision():
+    x = smooth_images()
+    ours = AUG.apply(x, params(3, brightness=1.2, contrast=0.8))
+    f = x.float() / 255
+    theirs = TF.adjust_contrast(TF.adjust_brightness(f, 1.2), 0.8)
+    assert (ours - normalize(theirs * 255, MEAN, STD)).abs().max() < 1e-4
+
+
+def test_sampled_parameters_stay_in_their_ranges():
+    torch.manual_seed(0)
+    p = AUG.sample_params(20000)
+    assert 0.47 < p["flip"].float().mean() < 0.53
+    assert p["angle"].abs().max() <= 15 and p["angle"].abs().max() > 14.9
+    assert (p["w"] <= 1).all() and (p["h"] <= 1).all()
+    area = p["w"] * p["h"]
+    assert area.min() >= 0.8 * 3 / 4 * 0.99 and area.max() <= 1.0
+    assert (p["cx"] - p["w"] >= -1 - 1e-9).all() and (p["cx"] + p["w"] <= 1 + 1e-9).all()
+    assert (p["cy"] - p["h"] >= -1 - 1e-9).all() and (p["cy"] + p["h"] <= 1 + 1e-9).all()
+    ratio = (p["w"] / p["h"])[(p["w"] < 1) & (p["h"] < 1)]
+    assert ratio.min() >= 3 / 4 - 1e-6 and ratio.max() <= 4 / 3 + 1e-6
+    assert 0.8 <= p["brightness"].min() and p["brightness"].max() <= 1.2
+    torch.manual_seed(0)
+    assert torch.equal(AUG.sample_params(20000)["angle"], p["angle"])  # the CPU generator: resumable
+
+
+def test_device_batches_pair_images_with_their_labels():
+    n = 10
+    images = torch.arange(n, dtype=torch.uint8).mul(20).view(n, 1, 1, 1).expand(n, 3, S, S).contiguous()
+    labels = torch.arange(n) % 2
+    plain = GpuAugment(S, (0, 0, 0), (1, 1, 1), degrees=0, scale=(1, 1), ratio=(1, 1), brightness=0, contrast=0)
+    batches = DeviceBatches(images, labels, batch_size=4, augment=plain)
+    assert len(batches) == 2  # drop_last
+    seen = []
+    for x, y in batches:
+        assert x.shape == (4, 3, S, S) and x.dtype == torch.float32
+        which = (x[:, 0, S // 2, S // 2] * 255 / 20).round().long()
+        assert torch.equal(labels[which], y)
+        seen += which.tolist()
+    assert len(set(seen)) == 8
+    assert math.isclose(plain.apply(images, plain.sample_params(n)).mean().item(), images.float().mean().item() / 255,
+                        rel_tol=1e-5)
+
+
+def test_erasing_blanks_exactly_its_rectangle_to_the_mean():
+    x = smooth_images()
+    p = params(3, ex=0.25, ey=0.5, ew=0.25, eh=0.5)
+    p["erase"] = torch.tensor([True, False, True])
+    out, ref = AUG.apply(x, p), normalize(x, MEAN, STD)
+    box = torch.zeros(S, S, dtype=torch.bool)
+    box[S // 2:, S // 4:S // 2] = True
+    assert (out[0][:, box] == 0).all() and (out[2][:, box] == 0).all()
+    assert (out[0][:, ~box] - ref[0][:, ~box]).abs().max() < 1e-5
+    assert (out[1] - ref[1]).abs().max() < 1e-5  # not erased
+
+
+def test_erasing_probability_and_area_follow_torchvision_defaults():
+    torch.manual_seed(0)
+    p = GpuAugment(S, MEAN, STD, erasing=0.25).sample_params(20000)
+    assert 0.23 < p["erase"].float().mean() < 0.27
+    area = p["ew"] * p["eh"]
+    assert area.min() >= 0.02 * 0.99 and area.max() <= 0.33 * 1.01
+    assert (p["ex"] + p["ew"] <= 1 + 1e-9).all() and (p["ey"] + p["eh"] <= 1 + 1e-9).all()
+    assert not AUG.sample_params(1000)["erase"].any()  # off by default
+
+
+def test_cpu_transform_has_erasing_only_when_asked():
+    from torchvision.transforms import v2
+
+    from tumortrace.preprocess import train_transform
+    assert not any(isinstance(t, v2.RandomErasing) for t in train_transform(S, MEAN, STD).transforms)
+    erasing = [t for t in train_transform(S, MEAN, STD, 0.3).transforms if isinstance(t, v2.RandomErasing)]
+    assert len(erasing) == 1 and erasing[0].p == 0.3
