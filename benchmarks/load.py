@@ -87,6 +87,44 @@ def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hosti
     return results, time.monotonic() - start
 
 
+def raw_http_ms(url: str, image: Path, model_name: str, runs: int) -> dict:
+    """One client speaking Gradio's HTTP API directly (upload, /call, event stream, the two image downloads):
+    the requests a browser makes, without gradio_client's own threads and polling. Median ms per phase."""
+    import httpx
+
+    data, phases = image.read_bytes(), {"upload": [], "call": [], "queue_and_handler": [], "downloads": [], "total": []}
+    with httpx.Client(timeout=60) as http:
+        for i in range(runs + 3):
+            t0 = time.perf_counter()
+            path = http.post(url + "gradio_api/upload", files={"files": (image.name, data, "image/png")}).json()[0]
+            t1 = time.perf_counter()
+            payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, model_name, 0.45]}
+            event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
+            t2 = time.perf_counter()
+            outputs = None
+            with http.stream("GET", url + f"gradio_api/call/predict/{event}") as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("event: error"):
+                        raise RuntimeError(f"raw HTTP predict failed: {line}")
+                    if line.startswith("data:") and line[5:].strip().startswith("["):
+                        outputs = json.loads(line[5:])
+            t3 = time.perf_counter()
+            for out in outputs[1:3]:
+                http.get(out["url"]).raise_for_status()
+            t4 = time.perf_counter()
+            if i >= 3:
+                for k, a, b in (("upload", t0, t1), ("call", t1, t2), ("queue_and_handler", t2, t3),
+                                ("downloads", t3, t4), ("total", t0, t4)):
+                    phases[k].append((b - a) * 1e3)
+    return {k: statistics.median(v) for k, v in phases.items()}
+
+
+def handler_ms(log_path: Path) -> float | None:
+    times = [float(line.rsplit(", ", 1)[1].split(" ms")[0]) for line in log_path.read_text().splitlines()
+             if "ms in the handler" in line]
+    return statistics.median(times[-30:]) if times else None
+
+
 def summarize(results, wall: float) -> dict:
     ok = sorted(d for o, d, h in results if o == "ok")
     return {
@@ -107,6 +145,8 @@ def main() -> int:
     p.add_argument("--hostile", action="store_true", help="every 4th request sends a hostile file (default: off)")
     p.add_argument("--model", default=None, help="model folder (default: the first in weights/)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON (default: no)")
+    p.add_argument("--raw-runs", type=int, default=30,
+                   help="single-client requests over raw HTTP for the phase breakdown, 0 = skip (default: 30)")
     args = p.parse_args()
 
     model = Path(args.model) if args.model else sorted(f for f in (ROOT / "weights").iterdir()
@@ -131,6 +171,9 @@ def main() -> int:
             s = summarize(results, wall)
             s["clients"] = n
             report["phases"].append(s)
+        if args.raw_runs:
+            report["raw_http"] = raw_http_ms(url, valid[0], model.name, args.raw_runs)
+            report["raw_http"]["handler"] = handler_ms(proc.log_path)
         rss_end = server.memory_info().rss
         # any file holding an upload's bytes, and any empty temp file (Gradio leaked one per request)
         left = [f for f in temp.rglob("*") if f.is_file() and (f.stat().st_size == 0 or
@@ -149,6 +192,12 @@ def main() -> int:
     for ph in report["phases"]:
         if single and ph["clients"] > 1:
             print(f"p95 with {ph['clients']} clients / single-client p50: {ph['p95_ms'] / single:.2f}")
+    if "raw_http" in report:
+        r = report["raw_http"]
+        print(f"one client over raw HTTP ({args.raw_runs} requests, {valid[0].name}): p50 {r['total']:.0f} ms = "
+              f"{r['total'] / baseline:.2f}× in-process; upload {r['upload']:.0f}, call {r['call']:.0f}, "
+              f"queue + handler + event {r['queue_and_handler']:.0f} (handler {r['handler'] or float('nan'):.0f}), "
+              f"two image downloads {r['downloads']:.0f} ms")
     print(f"server memory: {rss_start / 2**20:.0f} MiB after warm-up → {rss_end / 2**20:.0f} MiB at end "
           f"({growth:+.1%}); uploads left on disk: {len(left)}")
     failed |= growth > 0.10 or bool(left)

@@ -74,6 +74,8 @@ def gpu_table(args, device, images, labels) -> None:
                          torch.randint(0, 2, (batch,), device=device, generator=g))
                         for _ in range(len(labels) // batch)]
             for name, amp, cl, compiled in GPU_SETTINGS:
+                if compiled and args.no_compile:
+                    continue
                 torch.manual_seed(0)
                 model = TumorClassifier(arch=arch, image_size=args.image_size).to(device)
                 if cl:
@@ -105,6 +107,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=None, help="images per timed epoch (default: 256 CPU, 4096 CUDA)")
     p.add_argument("--workers", type=int, default=None, help="loader workers on CUDA (default: min(12, cores))")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), help="architectures (default: all)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (default: off)")
     args = p.parse_args()
     device = select_device(args.device)
     cuda = device.type == "cuda"

@@ -7,10 +7,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_load_short_variant(trained_model):
-    proc = run_cli("benchmarks/load.py", "--clients", "1", "3", "--seconds", "12", "--hostile",
+    proc = run_cli("benchmarks/load.py", "--clients", "1", "3", "--seconds", "12", "--hostile", "--raw-runs", "5",
                    "--model", str(trained_model), timeout=600)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "load test: passed" in out and "uploads left on disk: 0" in out
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
     assert len(rows) == 2 and all(line.rstrip().endswith("| 0 |") for line in rows)  # no unexpected errors
+    assert "one client over raw HTTP (5 requests" in out and "two image downloads" in out

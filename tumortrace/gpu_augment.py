@@ -57,6 +57,19 @@ class GpuAugment:
         }
 
     @staticmethod
+    def to_device(params: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        """All parameters in one pinned, asynchronous copy.
+
+        Eight small ``.to(device)`` copies from pageable memory would each wait for the GPU to drain
+        its queue: a pipeline bubble per batch.
+        """
+        if device.type != "cuda":
+            return params
+        names = list(params)
+        packed = torch.stack([params[k].double() for k in names]).pin_memory().to(device, non_blocking=True)
+        return {k: (row.bool() if params[k].dtype == torch.bool else row) for k, row in zip(names, packed)}
+
+    @staticmethod
     def affine(params: dict[str, torch.Tensor]) -> torch.Tensor:
         """N×2×3 maps from output to input coordinates: crop box → rotation about the centre → flip."""
         a = torch.deg2rad(params["angle"])
@@ -74,6 +87,8 @@ class GpuAugment:
         """uint8 N×C×S×S (any device) → the model's normalised float input, augmented with ``params``."""
         x = images.float().div_(255)
         n, c = x.shape[:2]
+        erase_any = "erase" in params and bool(params["erase"].any())  # decided on the CPU: no GPU sync
+        params = self.to_device(params, x.device)
         theta = self.affine(params).to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, [n, c, self.image_size, self.image_size], align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -86,7 +101,7 @@ class GpuAugment:
         mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         x = (x - mean) / std
-        if "erase" in params and bool(params["erase"].any()):
+        if erase_any:
             pos = (torch.arange(self.image_size, device=x.device, dtype=x.dtype) + 0.5) / self.image_size
 
             def span(start, size):
@@ -117,6 +132,9 @@ class DeviceBatches:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        cuda = self.images.device.type == "cuda"
         for idx in self.batches:
-            idx = torch.as_tensor(idx, device=self.images.device)
+            idx = torch.as_tensor(idx)
+            # pinned + non_blocking: a pageable copy would make the CPU wait for the GPU's queue to drain
+            idx = idx.pin_memory().to(self.images.device, non_blocking=True) if cuda else idx
             yield self.augment(self.images[idx]), self.labels[idx]
