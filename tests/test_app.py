@@ -44,6 +44,9 @@ def test_predict_probabilities_overlay_provenance(app, manifest_data, tmp_path):
     assert set(conf) == {"benign", "malignant"} and sum(conf.values()) == pytest.approx(1, abs=1e-6)
     h, w = np.asarray(Image.open(heat)).shape[:2]
     assert (w, h) == (150, 60) and np.asarray(Image.open(raw)).shape[:2] == (60, 150)
+    assert Image.open(heat).format == "JPEG" and Image.open(raw).format == "PNG"
+    shown, sent = np.asarray(Image.open(raw)), np.asarray(Image.open(wide).convert("L"))
+    assert shown.ndim == 2 and np.array_equal(shown, sent)  # the slice itself: lossless, one channel
     assert "validated threshold" in decision and "not a diagnosis" in decision
     assert "weights sha256" in prov and "fast-cam" in prov and "TumorTrace" in prov
 
