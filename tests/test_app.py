@@ -160,3 +160,14 @@ def test_identical_concurrent_uploads_all_succeed(app, manifest_data):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda c: _predict(c, image, name)[0]["label"], clients * 2))
     assert len(results) == 8 and all(r in ("benign", "malignant") for r in results)
+
+
+def test_malloc_arena_cap_respects_the_environment():
+    code = ("import os; os.environ.pop('MALLOC_ARENA_MAX', None); import app; r1 = app.limit_malloc_arenas(); "
+            "os.environ['MALLOC_ARENA_MAX'] = '4'; "
+            "print(r1, app.limit_malloc_arenas())")
+    proc = run_cli("-c", code, env={"GRADIO_TEMP_DIR": "/tmp"}, check=True)  # a fresh process: env untouched here
+    applied, with_env = proc.stdout.split()[-2:]
+    assert with_env == "False"  # the operator's MALLOC_ARENA_MAX wins
+    import platform
+    assert applied == str(platform.libc_ver()[0] == "glibc")  # glibc's mallopt answers 1
