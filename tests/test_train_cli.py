@@ -183,3 +183,16 @@ def test_pack_dataset_gives_training_bit_identical_images_and_split(manifest_dat
     assert (original == copy).all()
     assert sum(s.mask is not None for s in copied) == sum(s.mask is not None for s in samples) > 0
     assert assign_splits(samples, (0.6, 0.2, 0.2), 3) == assign_splits(copied, (0.6, 0.2, 0.2), 3)
+
+
+def test_torchrun_with_skip_test_ends_on_every_rank(manifest_data, tmp_path):
+    out = tmp_path / "ddp_select"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={_free_port()}", "--master_addr=127.0.0.1",
+                           "training/train.py", "--data", str(manifest_data), "--out", str(out), *TINY_TRAIN,
+                           "--epochs", "1", "--device", "cpu", "--threads", "1", "--skip-test"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]  # rank 0 waits at the final barrier with the others
+    assert (out / "model.safetensors").exists() and not (out / "evaluation.json").exists()
+    assert proc.stderr.count("--skip-test: validation") == 1

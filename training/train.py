@@ -153,7 +153,7 @@ def make_loaders(args, model, images, samples, split, dist_info):
     # persistent: re-spawning workers every epoch costs seconds, which on a GPU is a whole small epoch
     kw = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
     drop_last = len(train_set) > args.batch_size
-    if augment_on_gpu(args, device):
+    if args.augment_on == "gpu":  # resolved from auto/cpu/gpu by augment_on_gpu in main
         train_loader = DeviceBatches(train_set.images.to(device), train_set.labels, args.batch_size,
                                      GpuAugment(model.image_size, model.mean, model.std,
                                                 erasing=args.random_erasing), sampler, drop_last)
@@ -242,22 +242,29 @@ def finalize(args, model, images, samples, split, root, history, stopper, val_pr
     atomic_write_text(out / "history.json", json.dumps({"summary": summary, "epochs": history}, indent=1))
     plots.save(plots.curves_figure(history), out / "curves.png")
     if args.skip_test:
+        log.info("--skip-test: validation ROC-AUC %.3f; at threshold %.3f sensitivity %.3f, specificity %.3f; "
+                 "test split untouched", summary["validation_auc"], model.threshold, at_threshold["recall"],
+                 at_threshold["specificity"])
         return None
     test = split["test"]
     report = evaluate_images(shipped, images[test], [samples[i] for i in test], [samples[i].group for i in test],
                              root, n_boot=args.bootstrap, seed=args.seed)
     report["evaluated_on"] = f"test split of split.json ({len(test)} images)"
     write_evaluation(out, report)
+    v = report["thresholds"]["validated"]
+    log.info("test (positive = malignant): ROC-AUC %.3f %s; at threshold %.3f sensitivity %.3f %s, "
+             "specificity %.3f %s", v["metrics"]["roc_auc"], v["ci95"]["roc_auc"], v["threshold"],
+             v["metrics"]["recall"], v["ci95"]["recall"], v["metrics"]["specificity"], v["ci95"]["specificity"])
     return report
 
 
 def main(args: argparse.Namespace) -> int:
     dist_info = init_distributed(args.device)
     device = select_device(args.device, dist_info.local_rank)
-    args.device_name = (f"{torch.cuda.get_device_name(device)} (CUDA)" if device.type == "cuda"
-                        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.device_name = (f"{torch.cuda.get_device_name(device)} (CUDA)" if device.type == "cuda"
+                        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed)
@@ -337,18 +344,8 @@ def main(args: argparse.Namespace) -> int:
         model.cpu().to(memory_format=torch.contiguous_format)
         eval_loader = torch.utils.data.DataLoader(val_loader.dataset, args.batch_size)
         val_pred = predict_probs(model, eval_loader, torch.device("cpu"))[:2]
-        report = finalize(args, model, images, samples, split, root, history, stopper, val_pred, init_source)
-        if report is None:
-            v = json.loads((out / "history.json").read_text())["summary"]
-            log.info("--skip-test: validation ROC-AUC %.3f; at threshold %.3f sensitivity %.3f, specificity %.3f; "
-                     "test split untouched", v["validation_auc"], v["validation_at_threshold"]["threshold"],
-                     v["validation_at_threshold"]["recall"], v["validation_at_threshold"]["specificity"])
-            return 0
-        v = report["thresholds"]["validated"]
-        log.info("test (positive = malignant): ROC-AUC %.3f %s; at threshold %.3f sensitivity %.3f %s, "
-                 "specificity %.3f %s", v["metrics"]["roc_auc"], v["ci95"]["roc_auc"], v["threshold"],
-                 v["metrics"]["recall"], v["ci95"]["recall"], v["metrics"]["specificity"], v["ci95"]["specificity"])
-    if dist_info.enabled:
+        finalize(args, model, images, samples, split, root, history, stopper, val_pred, init_source)
+    if dist_info.enabled:  # every rank gets here, --skip-test or not: rank 0 must not leave the others waiting
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
