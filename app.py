@@ -209,7 +209,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam") -> gr.Blocks:
                     f"(P(malignant) = {pred.p_malignant:.3f}; positive class: {POSITIVE_CLASS}). "
                     "Research output, not a diagnosis." + ("\n\n" + " · ".join(notes) if notes else ""))
         log.info("predict: %s, %.0f ms in the handler", loaded.config["arch"], (time.perf_counter() - started) * 1e3)
-        shown = rgb[..., 0] if image.pixels.ndim == 2 else rgb  # gray as one channel: a third of the PNG work
+        shown = rgb[..., 0] if image.pixels.ndim == 2 else rgb  # gray as one channel: about half the PNG work
         return (pred.probabilities, cached_image(heat, "gradcam", lossless=False), cached_image(shown, "image"),
                 decision,
                 provenance(loaded, cam_method))

@@ -48,10 +48,11 @@ def main(args: argparse.Namespace) -> int:
         image = load_image(sample.path)
         mask = load_image(sample.mask).pixels
         mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0.5
+        rgb = display_rgb(image, max_side=10_000)
+        outline, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         for row, loaded in enumerate(models):
             pred = predict_image(loaded, image)
-            shown = overlay(display_rgb(image, max_side=10_000), pred.cam)
-            outline, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            shown = overlay(rgb, pred.cam)
             cv2.drawContours(shown, outline, -1, (255, 255, 255), max(1, shown.shape[1] // 200))
             ax = axes[row][col]
             ax.imshow(shown)

@@ -4,7 +4,8 @@
 
 Every image is written as the exact uint8 S×S array that training/train.py caches for --image-size S
 (PNG, grayscale when the image is), so training on the copy at that size sees bit-identical inputs;
-the split is the same (same keys, same duplicate_group). Masks are copied unchanged. Labels other
+the split is the same (same duplicate_group, and the same keys for PNG sources; other formats are
+written with a .png suffix, so their keys change). Masks are copied unchanged. Labels other
 than benign/malignant are left out. Evaluate shipped models on the original data, not on the copy.
 """
 from __future__ import annotations

@@ -41,7 +41,8 @@ def training_summary(summary: dict) -> str:
             f"{summary.get('monitor')}, patience {a.get('patience')}); init: {summary.get('init')}; "
             f"{a.get('opt')}, lr {a.get('lr') or 'default'}, batch {a.get('batch_size')}, "
             f"balance {a.get('balance')}, label smoothing {a.get('label_smoothing', 0.0)}, "
-            f"augmentation on {AUGMENT_ON.get(a.get('augment_on', 'cpu'), a.get('augment_on'))}, seed {a.get('seed')}"
+            f"augmentation on {AUGMENT_ON.get(a.get('augment_on', 'cpu'), a.get('augment_on'))}, "
+            f"seed {a.get('seed')}"
             + (f"; trained on {summary['device']}" if summary.get("device") else ""))
 
 

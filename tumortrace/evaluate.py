@@ -88,7 +88,8 @@ def select_test(samples: list[Sample], root: Path, split_file: Path | None, whic
     if not chosen:
         return samples, "all labelled images (the model's split.json does not match this data)"
     if len(chosen) < len(keys):
-        log.warning("%d of %d test images of split.json are missing from %s", len(keys) - len(chosen), len(keys), root)
+        log.warning("%d of %d %s images of split.json are missing from %s", len(keys) - len(chosen), len(keys), part,
+                    root)
     return chosen, f"{part} split from {split_file.name} ({len(chosen)} of {len(keys)} images)"
 
 

@@ -3,7 +3,8 @@
 On a GPU, per-image augmentation in DataLoader workers caps training at what the CPU cores can augment
 (about 2,000 images/s on 12 cores at 224², against a model that trains 5× faster). Here the cached uint8
 images live on the GPU, and flip, rotation and random-resized crop are one affine resampling per image
-(``affine_grid`` + ``grid_sample``), followed by brightness/contrast jitter, normalisation and (optionally) random erasing.
+(``affine_grid`` + ``grid_sample``), followed by brightness/contrast jitter, normalisation and
+(optionally) random erasing.
 
 It draws from the same distributions as ``preprocess.train_transform`` with two documented differences:
 one bilinear resampling replaces torchvision's nearest-neighbour rotation followed by a bilinear crop,
@@ -58,10 +59,10 @@ class GpuAugment:
 
     @staticmethod
     def to_device(params: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-        """All parameters in one pinned, asynchronous copy.
+        """All parameters in one pinned, asynchronous copy instead of a dozen small pageable ones.
 
-        Eight small ``.to(device)`` copies from pageable memory would each wait for the GPU to drain
-        its queue: a pipeline bubble per batch.
+        Meant to remove a host wait per batch; on an H100 it did not measurably change throughput
+        (benchmarks/README.md): the remaining cost is kernel launches, not these copies.
         """
         if device.type != "cuda":
             return params
@@ -135,6 +136,6 @@ class DeviceBatches:
         cuda = self.images.device.type == "cuda"
         for idx in self.batches:
             idx = torch.as_tensor(idx)
-            # pinned + non_blocking: a pageable copy would make the CPU wait for the GPU's queue to drain
+            # pinned + non_blocking, like the parameters (GpuAugment.to_device): no host wait on the copy
             idx = idx.pin_memory().to(self.images.device, non_blocking=True) if cuda else idx
             yield self.augment(self.images[idx]), self.labels[idx]
