@@ -37,7 +37,7 @@ log = logging.getLogger("tumortrace.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
 MAX_FILE_SIZE = "25mb"
-CONCURRENCY = 2  # predictions at once: the 2-core target machine is saturated by two
+CONCURRENCY = 2  # predictions at once (default of --concurrency): the 2-core target machine is saturated by two
 METRIC_ROWS = [("roc_auc", "ROC-AUC"), ("recall", "Sensitivity (recall)"), ("specificity", "Specificity"),
                ("precision", "Precision (PPV)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
                ("balanced_accuracy", "Balanced accuracy")]
@@ -179,7 +179,7 @@ def model_card(loaded: LoadedModel) -> str:
 
 
 # ---------------------------------------------------------------- the app
-def build_app(registry: Registry, cam_method: str = "fast-cam") -> gr.Blocks:
+def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int = CONCURRENCY) -> gr.Blocks:
     choices = registry.names
     first = registry.models[choices[0]] if choices else None
     recent = RecentUploads()
@@ -269,7 +269,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam") -> gr.Blocks:
         thr.change(move_threshold, [model_choice, thr], thr_table, api_visibility="private")
         if choices:
             demo.load(select_model, model_choice, view, api_visibility="private")
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    demo.queue(default_concurrency_limit=concurrency, max_size=64)
     return demo
 
 
@@ -353,7 +353,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-file", default=None, help="file of user:password lines (default: $TUMORTRACE_AUTH)")
     p.add_argument("--cam-method", default="fast-cam", choices=CAM_METHODS,
                    help="fast-cam: one forward pass; grad-cam: the grad-cam package (default: fast-cam)")
+    p.add_argument("--concurrency", type=positive_int, default=CONCURRENCY,
+                   help=f"predictions run at once; more waits in the queue (default: {CONCURRENCY})")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads per prediction, 0 = torch's choice (default: 0)")
     return p
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
@@ -386,8 +397,11 @@ def main(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not auth:
         log.warning("listening on %s WITHOUT a login: anyone who can reach this address can use the app; "
                     "set TUMORTRACE_AUTH for any deployment beyond this machine", args.host)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     registry = build_registry(args.model, args.revision)
-    demo = build_app(registry, args.cam_method)
+    demo = build_app(registry, args.cam_method, args.concurrency)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 max_file_size=MAX_FILE_SIZE, show_error=True, prevent_thread_lock=True, footer_links=["api"])
     if args.share and not demo.share_url:

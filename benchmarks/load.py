@@ -52,17 +52,27 @@ def in_process_ms(model: str, image: Path, runs: int = 30) -> float:
     return statistics.median(times) * 1e3
 
 
-def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hostile: list[Path], model_name: str):
+def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hostile: list[Path], model_name: str,
+                server: psutil.Process | None = None, stock_client: bool = False):
+    """Returns (per-request outcomes, wall seconds, CPU seconds used by the server and by this client process)."""
+    import httpx
     from gradio_client import Client, handle_file
 
     results, lock = [], threading.Lock()
     stop = time.monotonic() + seconds
+    # gradio_client opens a new httpx client for every upload, event stream and download, and httpx builds a
+    # TLS context for each even on plain http (~35 ms of CPU: encode/httpx#2298): 86% of the client's CPU in
+    # a py-spy profile, taken from the 2 cores the server runs on. One context, built the way httpx builds
+    # its default, serves every request instead; the requests are otherwise unchanged.
+    shared_tls = None if stock_client else httpx.create_ssl_context()
 
     def worker(k: int):
         client = Client(url, analytics_enabled=False, verbose=False)
+        if shared_tls is not None:
+            client.ssl_verify = shared_tls  # passed as httpx's verify=, which accepts a context
         i = k
         while time.monotonic() < stop:
-            use_hostile = hostile and i % 4 == 3
+            use_hostile = bool(hostile) and i % 4 == 3
             path = hostile[(i // 4) % len(hostile)] if use_hostile else valid[i % len(valid)]
             t = time.perf_counter()
             try:
@@ -78,13 +88,17 @@ def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hosti
                 results.append((outcome, time.perf_counter() - t, use_hostile))
             i += clients
 
+    def cpu_s(process: psutil.Process | None) -> float:
+        return sum(process.cpu_times()[:2]) if process else 0.0  # user + system
+
+    me = psutil.Process()
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    start = time.monotonic()
+    start, server_cpu, client_cpu = time.monotonic(), cpu_s(server), cpu_s(me)
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return results, time.monotonic() - start
+    return results, time.monotonic() - start, {"server": cpu_s(server) - server_cpu, "clients": cpu_s(me) - client_cpu}
 
 
 def raw_http_ms(url: str, image: Path, model_name: str, runs: int) -> dict:
@@ -145,6 +159,10 @@ def main() -> int:
     p.add_argument("--hostile", action="store_true", help="every 4th request sends a hostile file (default: off)")
     p.add_argument("--model", default=None, help="model folder (default: the first in weights/)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON (default: no)")
+    p.add_argument("--stock-client", action="store_true",
+                   help="let gradio_client build a TLS context per HTTP request, as it does by default "
+                        "(default: one shared context; see run_clients)")
+    p.add_argument("--app-args", default="", help="extra options for app.py, e.g. \"--concurrency 1\" (default: none)")
     p.add_argument("--raw-runs", type=int, default=30,
                    help="single-client requests over raw HTTP for the phase breakdown, 0 = skip (default: 30)")
     args = p.parse_args()
@@ -156,20 +174,24 @@ def main() -> int:
     hostile = [write_case(work, name) for name in HOSTILE_MIX] if args.hostile else []
     baseline = in_process_ms(str(model), valid[0])
     print(f"# model {model.name}; in-process predict+CAM+overlay p50 {baseline:.1f} ms; "
-          f"{args.seconds:.0f} s per phase; hostile mix {'on' if hostile else 'off'}")
+          f"{args.seconds:.0f} s per phase; hostile mix {'on' if hostile else 'off'}; "
+          f"gradio_client TLS context {'per request (stock)' if args.stock_client else 'shared'}; app options: {args.app_args or 'defaults'}")
     upload_digests = {hashlib.sha256(f.read_bytes()).hexdigest() for f in valid + hostile if f.stat().st_size}
     temp = work / "gradio"
     temp.mkdir()
     report, failed = {"baseline_ms": baseline, "phases": []}, False
-    with running_app("--model", str(model), temp_dir=temp) as (url, proc):
+    with running_app("--model", str(model), *args.app_args.split(), temp_dir=temp) as (url, proc):
         server = psutil.Process(proc.pid)
         # warm-up at the highest load: each of the app's worker threads allocates its buffers once
         run_clients(url, max(args.clients), 8, valid, [], model.name)
         rss_start = server.memory_info().rss
         for n in args.clients:
-            results, wall = run_clients(url, n, args.seconds, valid, hostile, model.name)
+            results, wall, cpu = run_clients(url, n, args.seconds, valid, hostile, model.name, server,
+                                             args.stock_client)
             s = summarize(results, wall)
-            s["clients"] = n
+            s.update(clients=n, server_cpu_ms_per_request=cpu["server"] / len(results) * 1e3,
+                     client_cpu_ms_per_request=cpu["clients"] / len(results) * 1e3,
+                     cpu_busy=(cpu["server"] + cpu["clients"]) / (wall * psutil.cpu_count()))
             report["phases"].append(s)
         if args.raw_runs:
             report["raw_http"] = raw_http_ms(url, valid[0], model.name, args.raw_runs)
@@ -198,6 +220,10 @@ def main() -> int:
               f"{r['total'] / baseline:.2f}× in-process; upload {r['upload']:.0f}, call {r['call']:.0f}, "
               f"queue + handler + event {r['queue_and_handler']:.0f} (handler {r['handler'] or float('nan'):.0f}), "
               f"two image downloads {r['downloads']:.0f} ms")
+    for ph in report["phases"]:
+        print(f"{ph['clients']} client(s): CPU per request: server {ph['server_cpu_ms_per_request']:.0f} ms, "
+              f"gradio_client {ph['client_cpu_ms_per_request']:.0f} ms; all {psutil.cpu_count()} cores "
+              f"{ph['cpu_busy']:.0%} busy")
     print(f"server memory: {rss_start / 2**20:.0f} MiB after warm-up → {rss_end / 2**20:.0f} MiB at end "
           f"({growth:+.1%}); uploads left on disk: {len(left)}")
     failed |= growth > 0.10 or bool(left)

@@ -1,6 +1,10 @@
 """The image loader against the hostile corpus (tests/hostile.py), plus a bounded fuzz run."""
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hostile import CASES, write_case
@@ -44,6 +48,24 @@ def test_dicom_identifying_values_never_reach_info(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ImageLoadError, match="cannot be opened"):
         load_image(tmp_path / "nope.png")
+
+
+def test_file_removed_after_its_size_was_read(tmp_path, monkeypatch):
+    """A concurrent identical upload's request deletes the shared file between load_image's stat and open:
+    that must be an ImageLoadError (the app then serves the decoded copy), not a FileNotFoundError."""
+    path = tmp_path / "slice.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(path, format="PNG")
+    real_stat = Path.stat
+
+    def stat_then_vanish(self, *args, **kwargs):
+        result = real_stat(self, *args, **kwargs)
+        if self == path:
+            os.unlink(self)
+        return result
+
+    monkeypatch.setattr(Path, "stat", stat_then_vanish)
+    with pytest.raises(ImageLoadError, match="cannot be opened"):
+        load_image(path)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -62,8 +62,11 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedI
 def _looks_like_dicom(path: Path) -> bool:
     if path.suffix.lower() in {".dcm", ".dicom"}:
         return True
-    with open(path, "rb") as f:
-        head = f.read(132)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError as exc:  # e.g. removed since load_image's stat (a concurrent request deleting its upload)
+        raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc})") from None
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
@@ -95,6 +98,8 @@ def _load_pillow(path: Path, max_pixels: int) -> LoadedImage:
                 pixels = _pillow_to_array(path, im, info)
     except ImageLoadError:
         raise
+    except FileNotFoundError as exc:
+        raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc})") from None
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not a recognised image (expected PNG, JPEG, TIFF, BMP or DICOM)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
