@@ -356,7 +356,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=positive_int, default=CONCURRENCY,
                    help=f"predictions run at once; more waits in the queue (default: {CONCURRENCY})")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads per prediction, 0 = torch's choice (default: 0)")
+                   help="torch CPU threads per prediction, 0 = the CPU cores available ÷ --concurrency (default: 0)")
     return p
 
 
@@ -365,6 +365,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def threads_per_prediction(requested: int, concurrency: int, cores: int | None = None) -> int:
+    """Torch threads for each of the `concurrency` predictions that may run at once.
+
+    Torch's default is one thread per core for every call; two concurrent predictions then run four busy
+    threads on two cores. Sharing the cores instead cut the server's CPU per request by ~10% under 8
+    clients with the same single-client latency (benchmarks/README.md).
+    """
+    if requested > 0:
+        return requested
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // concurrency)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
@@ -397,9 +411,8 @@ def main(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not auth:
         log.warning("listening on %s WITHOUT a login: anyone who can reach this address can use the app; "
                     "set TUMORTRACE_AUTH for any deployment beyond this machine", args.host)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    import torch
+    torch.set_num_threads(threads_per_prediction(args.threads, args.concurrency))
     registry = build_registry(args.model, args.revision)
     demo = build_app(registry, args.cam_method, args.concurrency)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
@@ -407,8 +420,9 @@ def main(args: argparse.Namespace) -> int:
     if args.share and not demo.share_url:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)
-    log.info("serving %d model(s) at http://%s:%d%s", len(registry.models), args.host, args.port,
-             f" and {demo.share_url}" if demo.share_url else "")
+    log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each",
+             len(registry.models), args.host, args.port, f" and {demo.share_url}" if demo.share_url else "",
+             args.concurrency, torch.get_num_threads())
     try:
         demo.block_thread()
     finally:

@@ -171,3 +171,24 @@ def test_malloc_arena_cap_respects_the_environment():
     assert with_env == "False"  # the operator's MALLOC_ARENA_MAX wins
     import platform
     assert applied == str(platform.libc_ver()[0] == "glibc")  # glibc's mallopt answers 1
+
+
+def test_torch_threads_share_the_cores_between_concurrent_predictions():
+    import app
+    assert app.threads_per_prediction(0, concurrency=2, cores=2) == 1
+    assert app.threads_per_prediction(0, concurrency=2, cores=16) == 8
+    assert app.threads_per_prediction(0, concurrency=4, cores=2) == 1  # never zero threads
+    assert app.threads_per_prediction(3, concurrency=2, cores=2) == 3  # an explicit --threads wins
+
+
+def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
+    with running_app("--model", str(trained_model), "--concurrency", "3", "--threads", "2",
+                     temp_dir=tmp_path) as (url, proc):
+        import time
+        deadline = time.monotonic() + 30  # the line is logged just after the server starts answering
+        while "serving" not in proc.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        log = proc.log_path.read_text()
+    assert "3 prediction(s) at once, 2 torch thread(s) each" in log, log[-2000:]
+    bad = run_cli("app.py", "--concurrency", "0")
+    assert bad.returncode == 2 and "must be at least 1" in bad.stderr
