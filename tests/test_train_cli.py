@@ -196,3 +196,18 @@ def test_torchrun_with_skip_test_ends_on_every_rank(manifest_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]  # rank 0 waits at the final barrier with the others
     assert (out / "model.safetensors").exists() and not (out / "evaluation.json").exists()
     assert proc.stderr.count("--skip-test: validation") == 1
+
+
+def test_caliper_check_compares_as_is_and_painted_on_the_validation_split(trained_model, manifest_data, tmp_path):
+    out = tmp_path / "calipers.json"
+    proc = run_cli("training/caliper_check.py", "--model", str(trained_model), "--data", str(manifest_data),
+                   "--out", str(out), check=True)
+    n_val = len(json.loads((trained_model / "split.json").read_text())["val"])
+    assert f"val split from split.json ({n_val} of {n_val} images)" in proc.stdout
+    assert "| ROC-AUC |" in proc.stdout and "CAM peak in lesion" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["summary"]["n"] == len(result["per_image"]) == n_val
+    for row in result["per_image"]:
+        if row["mark_pixels"] == 0:  # nothing painted: the model must see the identical slice
+            assert row["p_as_is"] == row["p_painted"]
+        assert "peak_in_lesion_as_is" in row  # every synthetic slice has a lesion mask
