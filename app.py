@@ -288,16 +288,19 @@ def _forget_upload(path: Path) -> None:
 def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
     """Encode an output image into Gradio's own cache (content-addressed like Gradio's, swept with it).
 
-    The slice itself is a lossless PNG at zlib level 1 (Gradio's default level costs ~90 ms per 770×590
-    slice here; level 1 ~27 ms). The Grad-CAM overlay is a visualisation and goes out as a JPEG at
-    quality 90 (~2 ms, a third of the bytes), as Gradio itself sends lossy WebP by default.
+    The slice itself is a lossless PNG at zlib level 1 with the run-length strategy (Gradio's default level
+    costs ~90 ms per 770×590 slice here; level 1 ~12 ms; RLE a little less and 16–20% fewer bytes than
+    level 1's default on ultrasound and MR-like slices: speckle gives LZ matching little to find). The
+    Grad-CAM overlay is a visualisation and goes out as a JPEG at quality 90 (~2 ms, a third of the
+    bytes), as Gradio itself sends lossy WebP by default. No fsync: the cache is temporary.
     """
     import hashlib
 
     import cv2
 
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ext, params = ((".png", [cv2.IMWRITE_PNG_COMPRESSION, 1]) if lossless
+    ext, params = ((".png", [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
+                   if lossless
                    else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
     ok, encoded = cv2.imencode(ext, bgr, params)
     if not ok:
@@ -309,7 +312,7 @@ def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
     if path.exists():
         os.utime(path)  # same hash, same bytes: another request may be serving it; restart its cache age
     else:
-        atomic_write_bytes(path, data)  # never a half-written file where a concurrent client reads
+        atomic_write_bytes(path, data, durable=False)  # never a half-written file where a concurrent client reads
     return str(path)
 
 

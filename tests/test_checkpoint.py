@@ -83,3 +83,15 @@ def test_disk_full_keeps_previous_checkpoint(saved, tmp_path, monkeypatch):
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert after == before  # same files, same bytes, no temp files left behind
     load_model(tmp_path)
+
+
+def test_atomic_write_fsyncs_unless_told_the_file_is_temporary(tmp_path, monkeypatch):
+    import os
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    atomic_write_bytes(tmp_path / "weights.bin", b"kept")
+    assert len(synced) == 1
+    atomic_write_bytes(tmp_path / "overlay.jpg", b"cache", durable=False)
+    assert len(synced) == 1 and (tmp_path / "overlay.jpg").read_bytes() == b"cache"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

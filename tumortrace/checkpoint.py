@@ -48,26 +48,28 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> None:
+def atomic_write_with(path: str | Path, write: Callable[[str], None], durable: bool = True) -> None:
     """``write(tmp_path)`` into a temporary file beside ``path`` (same file system), fsync, then rename over
     ``path``: readers see the old file or the new one, never a partial one, and a failure (disk full) leaves
-    the old file and no temporary file behind. The file gets the umask's mode, not mkstemp's 0600."""
+    the old file and no temporary file behind. The file gets the umask's mode, not mkstemp's 0600.
+    ``durable=False`` skips the fsync, for files that need not survive a crash (the app's output cache)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         os.chmod(tmp, _FILE_MODE)
         write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(data))
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(data), durable)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
