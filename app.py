@@ -29,7 +29,7 @@ from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__  # noq
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
 from tumortrace.images import ImageLoadError, load_image  # noqa: E402
-from tumortrace.inference import display_rgb, predict_image  # noqa: E402
+from tumortrace.inference import display_pixels, predict_image  # noqa: E402
 from tumortrace.metrics import binary_metrics  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
 
@@ -201,15 +201,14 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         except ImageLoadError as exc:
             raise gr.Error(f"Cannot use this file: {exc.reason}") from None
         pred = predict_image(loaded, image, cam_method)
-        rgb = display_rgb(image)
-        heat = overlay(rgb, pred.cam, opacity)
+        shown = display_pixels(image)  # gray stays one channel: about half the PNG work
+        heat = overlay(shown, pred.cam, opacity)
         notes = [f"{k}: {v}" for k, v in image.info.items() if k in ("window", "frame", "inverted", "alpha",
                                                                       "intensity_scaling", "warning")]
         decision = (f"**Decision at the model's validated threshold {pred.threshold:.3f}: {pred.decision}** "
                     f"(P(malignant) = {pred.p_malignant:.3f}; positive class: {POSITIVE_CLASS}). "
                     "Research output, not a diagnosis." + ("\n\n" + " · ".join(notes) if notes else ""))
         log.info("predict: %s, %.0f ms in the handler", loaded.config["arch"], (time.perf_counter() - started) * 1e3)
-        shown = rgb[..., 0] if image.pixels.ndim == 2 else rgb  # gray as one channel: about half the PNG work
         return (pred.probabilities, cached_image(heat, "gradcam", lossless=False), cached_image(shown, "image"),
                 decision,
                 provenance(loaded, cam_method))

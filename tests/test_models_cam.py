@@ -98,3 +98,21 @@ def test_grayscale_cache_resize_equals_three_channel_resize():
     gray = np.random.default_rng(1).uniform(0, 1, (70, 50)).astype(np.float32)
     three = TF.resize(torch.from_numpy(to_rgb_float(gray)).permute(2, 0, 1), [32, 32], antialias=True)
     assert torch.equal(resized_uint8(gray, 32), (three.clamp(0, 1) * 255).round().to(torch.uint8))
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (1500, 900)])  # the second is shrunk for display
+def test_gray_slices_stay_one_channel_for_display_with_the_same_pixels(shape):
+    from tumortrace.images import LoadedImage
+    from tumortrace.inference import display_pixels, display_rgb
+
+    rng = np.random.default_rng(0)
+    gray = LoadedImage(rng.uniform(0, 1, shape).astype(np.float32))
+    shown, rgb = display_pixels(gray), display_rgb(gray)
+    assert shown.ndim == 2 and rgb.shape == shown.shape + (3,) and max(shown.shape) <= 1024
+    # the same values as converting the replicated RGB image, channel for channel
+    reference = display_rgb(LoadedImage(np.repeat(gray.pixels[..., None], 3, axis=2)))
+    np.testing.assert_array_equal(rgb, reference)
+    cam = rng.uniform(0, 1, (7, 7)).astype(np.float32)
+    np.testing.assert_array_equal(overlay(shown, cam), overlay(rgb, cam))
+    colour = LoadedImage(rng.uniform(0, 1, shape + (3,)).astype(np.float32))
+    assert display_pixels(colour).shape[2] == 3

@@ -57,7 +57,9 @@ def compute(model: TumorClassifier, x: torch.Tensor, method: str = "fast-cam"):
 
 
 def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarray:
-    """Heat map over the image at the image's own size (aspect kept). rgb: H×W×3 uint8, or float in [0,1].
+    """Heat map over the image at the image's own size (aspect kept).
+
+    rgb: H×W×3 or H×W (grayscale) uint8, or float in [0,1].
 
     The same JET colouring and weighting as grad-cam's ``show_cam_on_image``, blended in uint8 (about 5×
     faster on a large slice); it skips that function's final rescale by the blend's maximum.
@@ -68,6 +70,8 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarr
     heat = cv2.applyColorMap(np.uint8(255 * np.clip(mask, 0, 1)), cv2.COLORMAP_JET)
     heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
     image = rgb if rgb.dtype == np.uint8 else np.uint8(np.clip(rgb, 0, 1) * 255 + 0.5)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     return cv2.addWeighted(heat, opacity, image, 1.0 - opacity, 0.0)
 
 

@@ -38,12 +38,20 @@ def predict_image(loaded: LoadedModel, image: LoadedImage, cam_method: str = "fa
 def predict_file(loaded: LoadedModel, path, cam_method: str = "fast-cam") -> Prediction:
     return predict_image(loaded, load_image(path), cam_method)
 
-def display_rgb(image: LoadedImage, max_side: int = 1024) -> np.ndarray:
-    """The image as H×W×3 uint8 for display, shrunk (aspect kept) so huge uploads stay cheap to show."""
-    rgb = to_rgb_float(image.pixels)
-    h, w = rgb.shape[:2]
+def display_pixels(image: LoadedImage, max_side: int = 1024) -> np.ndarray:
+    """The image as uint8 for display: H×W for grayscale (one channel: a third of the work), H×W×3 for
+    colour; shrunk (aspect kept) so huge uploads stay cheap to show."""
+    pixels = image.pixels if image.pixels.ndim == 2 else to_rgb_float(image.pixels)
+    pixels = np.asarray(pixels, dtype=np.float32)
+    h, w = pixels.shape[:2]
     scale = max_side / max(h, w)
     if scale < 1:
         import cv2
-        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return np.uint8(np.clip(rgb, 0, 1) * 255 + 0.5)
+        pixels = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return np.uint8(np.clip(pixels, 0, 1) * 255 + 0.5)
+
+
+def display_rgb(image: LoadedImage, max_side: int = 1024) -> np.ndarray:
+    """As :func:`display_pixels`, always H×W×3 (grayscale replicated)."""
+    shown = display_pixels(image, max_side)
+    return shown if shown.ndim == 3 else np.repeat(shown[..., None], 3, axis=2)
