@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from tumortrace.cam import gradcam_reference, overlay, predict_with_cam  # noqa: E402
 from tumortrace.checkpoint import load  # noqa: E402
 from tumortrace.images import load_image  # noqa: E402
-from tumortrace.inference import display_rgb  # noqa: E402
+from tumortrace.inference import display_pixels  # noqa: E402
 from tumortrace.preprocess import model_input  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def bench_model(name: str, loaded, image, runs: int, threads: int) -> dict:
     model = loaded.model.eval()
     size, mean, std = model.image_size, model.mean, model.std
     x = model_input(image.pixels, size, mean, std)
-    rgb = display_rgb(image)
+    rgb = display_pixels(image)  # as the app: one channel for a gray slice
 
     def forward_no_grad():
         with torch.no_grad():
