@@ -357,7 +357,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="fast-cam: one forward pass; grad-cam: the grad-cam package (default: fast-cam)")
     p.add_argument("--concurrency", type=positive_int, default=CONCURRENCY,
                    help=f"predictions run at once; more waits in the queue (default: {CONCURRENCY})")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch CPU threads per prediction, 0 = the CPU cores available ÷ --concurrency (default: 0)")
     return p
 
@@ -366,6 +366,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (automatic) or more")
     return value
 
 

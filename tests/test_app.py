@@ -192,3 +192,5 @@ def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
     assert "3 prediction(s) at once, 2 torch thread(s) each" in log, log[-2000:]
     bad = run_cli("app.py", "--concurrency", "0")
     assert bad.returncode == 2 and "must be at least 1" in bad.stderr
+    bad = run_cli("app.py", "--threads", "-1")
+    assert bad.returncode == 2 and "must be 0 (automatic) or more" in bad.stderr
