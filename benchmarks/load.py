@@ -159,6 +159,9 @@ def main() -> int:
     p.add_argument("--hostile", action="store_true", help="every 4th request sends a hostile file (default: off)")
     p.add_argument("--model", default=None, help="model folder (default: the first in weights/)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON (default: no)")
+    p.add_argument("--soak-rounds", type=int, default=0,
+                   help="after the phases, this many more rounds at the highest client count, reading the "
+                        "server's memory after each (default: 0)")
     p.add_argument("--stock-client", action="store_true",
                    help="let gradio_client build a TLS context per HTTP request, as it does by default "
                         "(default: one shared context; see run_clients)")
@@ -193,6 +196,12 @@ def main() -> int:
                      client_cpu_ms_per_request=cpu["clients"] / len(results) * 1e3,
                      cpu_busy=(cpu["server"] + cpu["clients"]) / (wall * psutil.cpu_count()))
             report["phases"].append(s)
+        report["soak_rss_mib"], report["soak_unexpected"] = [server.memory_info().rss / 2**20], []
+        for _ in range(args.soak_rounds):
+            results, _, _ = run_clients(url, max(args.clients), args.seconds, valid, hostile, model.name, None,
+                                        args.stock_client)
+            report["soak_unexpected"] += [o for o, _, _ in results if o not in ("ok", "hostile-answered")]
+            report["soak_rss_mib"].append(server.memory_info().rss / 2**20)
         if args.raw_runs:
             report["raw_http"] = raw_http_ms(url, valid[0], model.name, args.raw_runs)
             report["raw_http"]["handler"] = handler_ms(proc.log_path)
@@ -224,9 +233,14 @@ def main() -> int:
         print(f"{ph['clients']} client(s): CPU per request: server {ph['server_cpu_ms_per_request']:.0f} ms, "
               f"gradio_client {ph['client_cpu_ms_per_request']:.0f} ms; all {psutil.cpu_count()} cores "
               f"{ph['cpu_busy']:.0%} busy")
+    if args.soak_rounds:
+        print(f"soak ({args.soak_rounds} × {args.seconds:.0f} s at {max(args.clients)} clients), server MiB after each: "
+              + " → ".join(f"{v:.0f}" for v in report["soak_rss_mib"]))
     print(f"server memory: {rss_start / 2**20:.0f} MiB after warm-up → {rss_end / 2**20:.0f} MiB at end "
           f"({growth:+.1%}); uploads left on disk: {len(left)}")
-    failed |= growth > 0.10 or bool(left)
+    failed |= growth > 0.10 or bool(left) or bool(report["soak_unexpected"])
+    for u in report["soak_unexpected"][:5]:
+        print(f"unexpected during the soak: {u}")
     for ph in report["phases"]:
         for u in ph["unexpected"]:
             print(f"unexpected: {u}")

@@ -194,3 +194,23 @@ def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
     assert bad.returncode == 2 and "must be at least 1" in bad.stderr
     bad = run_cli("app.py", "--threads", "-1")
     assert bad.returncode == 2 and "must be 0 (automatic) or more" in bad.stderr
+
+
+def test_recent_uploads_are_bounded_in_bytes_and_age(monkeypatch):
+    import time
+
+    import app
+    from tumortrace.images import LoadedImage
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    recent = app.RecentUploads(ttl_s=30, max_bytes=10_000)
+    image = lambda: LoadedImage(np.zeros((40, 25), np.float32))  # 4,000 bytes
+    for key in "abc":
+        recent.put(key, image())
+    assert recent.get("a") is None and recent.get("b") is not None and recent.get("c") is not None
+    big = LoadedImage(np.zeros((100, 100), np.float32))  # 40,000 bytes: above the cap alone
+    recent.put("big", big)
+    assert recent.get("big") is big and recent.get("c") is None  # the newest stays, the rest make room
+    now[0] += 31
+    assert recent.get("big") is None  # and nothing outlives the age limit

@@ -7,7 +7,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_load_short_variant(trained_model):
-    proc = run_cli("benchmarks/load.py", "--clients", "1", "3", "--seconds", "12", "--hostile", "--raw-runs", "5",
+    proc = run_cli("benchmarks/load.py", "--clients", "1", "3", "--seconds", "12", "--hostile", "--raw-runs", "5", "--soak-rounds", "1",
                    "--model", str(trained_model), timeout=600)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
@@ -15,3 +15,5 @@ def test_load_short_variant(trained_model):
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
     assert len(rows) == 2 and all(line.rstrip().endswith("| 0 |") for line in rows)  # no unexpected errors
     assert "one client over raw HTTP (5 requests" in out and "two image downloads" in out
+    assert "soak (1 × 12 s at 3 clients), server MiB after each:" in out
+    assert "CPU per request: server" in out
