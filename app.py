@@ -57,17 +57,16 @@ class UploadFile(gr.File):
 
 
 class RecentUploads:
-    """Decoded uploads of the last 30 s, in memory only, keyed by the content hash in their path.
+    """Decoded uploads of the last minute, in memory only, keyed by the content hash in their path.
 
     Gradio stores uploads by content (folder = sha256 of the bytes), so two requests with identical
     bytes (two reviewers clicking one example) share one file: after the first request deletes it, the
     second is served from here instead of failing. Bounded in age and bytes; nothing goes to disk. The
-    race's window is one request's wait in the queue, so a few recent images suffice: under load the cache
-    sits at its byte cap (+60 MiB of server memory in the first minute at 8 clients with an earlier 64 MiB
-    cap). The newest image stays even when it alone is above the cap.
+    race's window is a request's wait in the queue: the cap (~35 BUSI-sized slices) covers seconds of
+    distinct uploads under load. The newest image stays even when it alone is above the cap.
     """
 
-    def __init__(self, ttl_s: float = 30.0, max_bytes: int = 16 * 2**20):
+    def __init__(self, ttl_s: float = 60.0, max_bytes: int = 64 * 2**20):
         import threading
         from collections import OrderedDict
 
@@ -103,11 +102,13 @@ def read_upload(path: Path, recent: RecentUploads):
         image = load_image(path)
         recent.put(key, image)
         return image
-    except ImageLoadError as exc:
-        cached = recent.get(key) if not path.exists() else None
+    except ImageLoadError:
+        # Same key, same bytes, same decoding: a cached copy is this upload, whatever failed here. (Asking
+        # whether the file still exists was wrong: a third identical upload can re-create it in between.)
+        cached = recent.get(key)
         if cached is not None:
             return cached
-        raise exc
+        raise
     finally:
         _forget_upload(path)
 

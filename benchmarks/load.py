@@ -247,6 +247,11 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     print("load test:", "FAILED" if failed else "passed")
+    if failed:
+        print(f"the app's log and files are kept in {work}")
+    else:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
 
 

@@ -214,3 +214,30 @@ def test_recent_uploads_are_bounded_in_bytes_and_age(monkeypatch):
     assert recent.get("big") is big and recent.get("c") is None  # the newest stays, the rest make room
     now[0] += 31
     assert recent.get("big") is None  # and nothing outlives the age limit
+
+
+def test_read_upload_serves_the_decoded_copy_whenever_loading_fails(tmp_path, monkeypatch):
+    """A concurrent identical request can delete the shared upload mid-read and a third can re-create it,
+    so the file existing again must not stop the fallback; a never-decoded (corrupt) upload still fails."""
+    import app
+    from tumortrace.images import ImageLoadError, LoadedImage
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    recent = app.RecentUploads()
+    upload = tmp_path / "0123abcd" / "slice.png"
+    upload.parent.mkdir()
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(upload)
+    first = app.read_upload(upload, recent)
+    assert not upload.exists()  # deleted at once
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(upload)  # re-created by a third identical upload
+
+    def vanished_mid_read(path, *args, **kwargs):
+        raise ImageLoadError(path, "cannot be opened (No such file or directory)")
+
+    monkeypatch.setattr(app, "load_image", vanished_mid_read)
+    assert app.read_upload(upload, recent) is first
+    corrupt = tmp_path / "ffff0000" / "other.png"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"not an image")
+    with pytest.raises(ImageLoadError):
+        app.read_upload(corrupt, recent)
