@@ -17,3 +17,13 @@ def test_load_short_variant(trained_model):
     assert "one client over raw HTTP (5 requests" in out and "two image downloads" in out
     assert "soak (1 × 12 s at 3 clients), server MiB after each:" in out
     assert "CPU per request: server" in out
+
+
+def test_trace_memory_reports_rss_against_python_objects(trained_model):
+    proc = run_cli("benchmarks/trace_memory.py", "--model", str(trained_model), "--clients", "2", "--seconds", "3",
+                   "--rounds", "1", "--top", "2", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("round 1:"))
+    assert "MiB since the warm-up; Python objects traced" in line
+    assert int(line.split(":")[1].split()[0]) > 0  # requests were served
+    assert len([l for l in proc.stdout.splitlines() if l.startswith("  ") and "MiB" in l]) == 2
