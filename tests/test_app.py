@@ -34,7 +34,7 @@ def _predict(client, path, model_name, opacity=0.5):
     return client.predict(gradio_client.handle_file(str(path)), model_name, opacity, api_name="/predict")
 
 
-def test_predict_probabilities_overlay_provenance(app, manifest_data, tmp_path):
+def test_predict_probabilities_overlay_provenance(app, manifest_data, trained_model, tmp_path):
     url, _, _, name = app
     src = sorted((manifest_data / "malignant" / "images").glob("*.png"))[0]
     wide = tmp_path / "wide slice.png"
@@ -49,6 +49,12 @@ def test_predict_probabilities_overlay_provenance(app, manifest_data, tmp_path):
     assert shown.ndim == 2 and np.array_equal(shown, sent)  # the slice itself: lossless, one channel
     assert "validated threshold" in decision and "not a diagnosis" in decision
     assert "weights sha256" in prov and "fast-cam" in prov and "TumorTrace" in prov
+    # Served with BatchNorm folded, and says so; the answer is the checkpoint's own within 1e-4.
+    from tumortrace.checkpoint import load_model
+    from tumortrace.inference import predict_file
+    assert "BatchNorm folded" in prov
+    as_trained = predict_file(load_model(trained_model), wide)
+    assert conf["malignant"] == pytest.approx(as_trained.p_malignant, abs=1e-4)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -27,3 +27,16 @@ def test_trace_memory_reports_rss_against_python_objects(trained_model):
     assert "MiB since the warm-up; Python objects traced" in line
     assert int(line.split(":")[1].split()[0]) > 0  # requests were served
     assert len([l for l in proc.stdout.splitlines() if l.startswith("  ") and "MiB" in l]) == 2
+
+
+def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
+    weights = trained_model.parent
+    proc = run_cli("benchmarks/inference.py", "--runs", "3", "--weights", str(weights), "--no-cold-start", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    row = next(l for l in lines if l.startswith(f"| {trained_model.name} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 15 and float(cells[8]) > 0  # folded / forward
+    assert lines[-2] == f"slowest model: {trained_model.name}"
+    ratio = float(lines[-1].removeprefix("predict+cam/forward ratio: "))
+    assert ratio > 1  # the app's path includes the forward, so it cannot be cheaper than it

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .fusion import fused_for_inference
 from .models import TumorClassifier
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class LoadedModel:
     folder: Path
     source: str  # what the user asked for: a local path or a Hub repo id
     revision: str | None  # the Hub commit actually used, None for a local folder
+    folded: bool = False  # BatchNorm folded into the convolutions for serving (tumortrace.fusion)
 
     @property
     def sha256(self) -> str:
@@ -124,8 +126,13 @@ class LoadedModel:
         return path if path.is_file() else None
 
 
-def load_model(folder: str | Path, source: str | None = None, revision: str | None = None) -> LoadedModel:
-    """Load a model folder: verify the weights' sha256, build from config.json, load strictly, eval mode."""
+def load_model(folder: str | Path, source: str | None = None, revision: str | None = None,
+               for_inference: bool = False) -> LoadedModel:
+    """Load a model folder: verify the weights' sha256, build from config.json, load strictly, eval mode.
+
+    ``for_inference``: serve a copy with BatchNorm folded into the convolutions (checked against the
+    checkpoint's own outputs; see tumortrace.fusion). Training and evaluation use the model as trained.
+    """
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for p in (config_path, weights_path):
@@ -150,7 +157,8 @@ def load_model(folder: str | Path, source: str | None = None, revision: str | No
     except Exception as exc:  # wrong arch, missing keys, corrupt header
         raise ModelLoadError(f"{folder}: weights do not fit the config ({type(exc).__name__}: {exc})") from None
     model.eval()
-    return LoadedModel(model, config, folder, source or str(folder), revision)
+    served = fused_for_inference(model) if for_inference else model
+    return LoadedModel(served, config, folder, source or str(folder), revision, folded=served is not model)
 
 
 def resolve(model_id: str, revision: str | None = None, timeout: float = HUB_TIMEOUT_S) -> tuple[Path, str | None]:
@@ -201,9 +209,10 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
     return folder, commit
 
 
-def load(model_id: str, revision: str | None = None, timeout: float = HUB_TIMEOUT_S) -> LoadedModel:
+def load(model_id: str, revision: str | None = None, timeout: float = HUB_TIMEOUT_S,
+         for_inference: bool = False) -> LoadedModel:
     folder, commit = resolve(model_id, revision, timeout)
-    return load_model(folder, source=model_id, revision=commit)
+    return load_model(folder, source=model_id, revision=commit, for_inference=for_inference)
 
 
 # ---------------------------------------------------------------- resumable training state

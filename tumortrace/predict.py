@@ -27,7 +27,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        loaded = load(args.model, args.revision)
+        loaded = load(args.model, args.revision, for_inference=True)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,167 @@
+import copy
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tumortrace.cam import gradcam_reference, predict_with_cam
+from tumortrace.checkpoint import load_model
+from tumortrace.efficientnet_lite import SameConv2d
+from tumortrace.fusion import SymmetricSameConv2d, fused_for_inference
+from tumortrace.models import ARCHS, TumorClassifier
+from tumortrace.preprocess import model_input
+from tumortrace.images import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p for p in (ROOT / "weights").iterdir() if (p / "config.json").is_file())
+
+
+def _randomise_batchnorm(model: nn.Module, seed: int) -> None:
+    """Statistics and affine parameters far from the identity, so a wrong fold shows."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def model(request):
+    torch.manual_seed(0)
+    m = TumorClassifier(arch=request.param, image_size=96)
+    _randomise_batchnorm(m, 1)
+    return m.eval()
+
+
+@pytest.mark.parametrize("hw", [(96, 96), (97, 131), (64, 80)])
+def test_folded_model_computes_the_same_function(model, hw):
+    """Computed in float64, folded and unfolded outputs are identical once rounded to the float32 that
+    predict_with_cam returns (any misplaced scale or shift would show); in float32 the probabilities agree
+    to 1e-5, while a random EfficientNet-B0's CAM can move by ~3e-4 after min-max scaling from float32
+    rounding alone (the shipped models' CAMs: within 1e-4, tested below)."""
+    fused = fused_for_inference(model)
+    assert fused is not model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules()), "a BatchNorm was left unfolded"
+    torch.manual_seed(sum(hw))
+    x = torch.randn(2, 3, *hw)
+    with torch.inference_mode():
+        assert (model(x).softmax(1) - fused(x).softmax(1)).abs().max() <= 1e-5
+    model64 = copy.deepcopy(model).double()
+    fused64 = fused_for_inference(model64)
+    assert fused64 is not model64
+    for i in range(2):
+        p_want, cam_want = predict_with_cam(model64, x[i:i + 1].double())
+        p_got, cam_got = predict_with_cam(fused64, x[i:i + 1].double())
+        assert np.abs(p_want - p_got).max() <= 1e-9
+        assert np.abs(cam_want - cam_got).max() <= 1e-9
+
+
+def test_original_model_is_untouched(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused_for_inference(model)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_grad_cam_still_runs_on_the_folded_model(model):
+    fused = fused_for_inference(model)
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(3))
+    _, cam_ref = gradcam_reference(fused, x)
+    _, cam_fast = predict_with_cam(fused, x)
+    assert np.abs(cam_ref - cam_fast).max() <= 1e-4
+
+
+def test_lite0_symmetric_padding_moves_into_the_convolution():
+    m = TumorClassifier(arch="efficientnet_lite0", image_size=96).eval()
+    fused = fused_for_inference(m)
+    swapped = [c for c in fused.modules() if isinstance(c, SymmetricSameConv2d)]
+    # stride-1 k×k convolutions pad symmetrically; stride-2 ones on even sizes do not (TensorFlow SAME)
+    assert swapped and all(c.stride == (1, 1) for c in swapped)
+    assert all(c.padding == ((c.weight.shape[-2] - 1) // 2, (c.weight.shape[-1] - 1) // 2) for c in swapped)
+
+
+def test_training_mode_is_refused():
+    with pytest.raises(ValueError, match="eval-mode"):
+        fused_for_inference(TumorClassifier(arch="resnet18").train())
+
+
+class _MisorderedNet(nn.Module):
+    """Registers a BatchNorm after a convolution it does not follow in forward: folding it would be wrong."""
+
+    image_size = 32
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.classifier = nn.Linear(8, 2)
+
+    def features(self, x):
+        return self.bn(self.conv(self.stem(x)))
+
+    def head(self, f):
+        return self.classifier(f.mean(dim=(2, 3)))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_a_fold_that_changes_outputs_keeps_the_model_unfused(caplog):
+    net = _MisorderedNet()
+    _randomise_batchnorm(net, 2)
+    net.eval()
+    with caplog.at_level(logging.WARNING, logger="tumortrace.fusion"):
+        assert fused_for_inference(net) is net
+    assert "serving it unfused" in caplog.text
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_models_fold_within_tolerance_on_a_real_slice(folder):
+    trained = load_model(folder)
+    served = load_model(folder, for_inference=True)
+    assert served.folded and not trained.folded
+    m = trained.model
+    for example in sorted((ROOT / "examples").glob("*.png"))[:2]:
+        x = model_input(load_image(example).pixels, m.image_size, m.mean, m.std)
+        p_want, cam_want = predict_with_cam(m, x)
+        p_got, cam_got = predict_with_cam(served.model, x)
+        assert np.abs(p_want - p_got).max() <= 1e-4
+        assert np.abs(cam_want - cam_got).max() <= 1e-4
+
+
+def test_same_conv_falls_back_for_another_input_size():
+    conv = SameConv2d(4, 4, 3, groups=4, bias=False).eval()
+    wrapped = SymmetricSameConv2d(conv, (1, 1))
+    for hw in [(10, 10), (9, 14)]:
+        x = torch.randn(1, 4, *hw)
+        assert torch.allclose(wrapped(x), conv(x), atol=1e-6)
+    strided = SameConv2d(4, 4, 3, stride=2, bias=False).eval()
+    wrapped = SymmetricSameConv2d(strided, (1, 1))  # symmetric for odd sizes, not for even ones
+    for hw in [(9, 9), (10, 10)]:
+        x = torch.randn(1, 4, *hw)
+        assert wrapped(x).shape == strided(x).shape and torch.allclose(wrapped(x), strided(x), atol=1e-6)
+
+
+def test_registry_folds_by_default_and_not_when_asked(trained_model):
+    from tumortrace.registry import build_registry
+
+    folded = build_registry(str(trained_model)).get(trained_model.name)
+    as_trained = build_registry(str(trained_model), fold_batchnorm=False).get(trained_model.name)
+    assert folded.folded and not as_trained.folded
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.model.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in as_trained.model.modules())
+
+
+def test_app_option_turns_folding_off():
+    import app
+
+    assert app.get_args_parser().parse_args([]).fold_batchnorm is True
+    assert app.get_args_parser().parse_args(["--no-fold-batchnorm"]).fold_batchnorm is False
