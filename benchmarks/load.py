@@ -33,20 +33,28 @@ HOSTILE_MIX = ["random_bytes.png", "empty.png", "one_pixel.png", "truncated.png"
                "no_pixels.dcm", "float_nan.tiff", "extreme_aspect.png"]
 
 
-def in_process_ms(model: str, image: Path, runs: int = 30) -> float:
+def in_process_predictor(model: str, image: Path, fold_batchnorm: bool = True):
+    """A function that runs the app's model path once in this process (load, predict, CAM, overlay)."""
     import torch
 
     from tumortrace.cam import overlay
     from tumortrace.checkpoint import load
-    from tumortrace.inference import display_rgb, predict_file
+    from tumortrace.inference import display_pixels, predict_file
 
     torch.set_num_threads(2)
-    loaded = load(model)
+    loaded = load(model, for_inference=fold_batchnorm)  # the model as the app serves it
+
+    def run():
+        pred = predict_file(loaded, image)
+        overlay(display_pixels(pred.image), pred.cam)  # as the app: a gray slice stays one channel
+    return run
+
+
+def in_process_ms(run, runs: int = 30) -> float:
     times = []
     for i in range(runs + 3):
         t = time.perf_counter()
-        pred = predict_file(loaded, image)
-        overlay(display_rgb(pred.image), pred.cam)
+        run()
         if i >= 3:
             times.append(time.perf_counter() - t)
     return statistics.median(times) * 1e3
@@ -101,14 +109,23 @@ def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hosti
     return results, time.monotonic() - start, {"server": cpu_s(server) - server_cpu, "clients": cpu_s(me) - client_cpu}
 
 
-def raw_http_ms(url: str, image: Path, model_name: str, runs: int) -> dict:
+def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=None) -> dict:
     """One client speaking Gradio's HTTP API directly (upload, /call, event stream, the two image downloads):
-    the requests a browser makes, without gradio_client's own threads and polling. Median ms per phase."""
+    the requests a browser makes, without gradio_client's own threads and polling. Median ms per phase.
+
+    With ``in_process``, each request is paired with one in-process run just before it, so the machine's
+    drifts hit both alike: ``in_process`` is then their median and ``paired_ratio`` the median of the
+    per-pair ratios (the in-process baseline alone moved 41–64 ms between runs of one day)."""
     import httpx
 
-    data, phases = image.read_bytes(), {"upload": [], "call": [], "queue_and_handler": [], "downloads": [], "total": []}
+    data, phases = image.read_bytes(), {"upload": [], "call": [], "queue_and_handler": [], "downloads": [], "total": [],
+                                        "in_process": [], "paired_ratio": []}
     with httpx.Client(timeout=60) as http:
         for i in range(runs + 3):
+            if in_process is not None:
+                t = time.perf_counter()
+                in_process()
+                base = (time.perf_counter() - t) * 1e3
             t0 = time.perf_counter()
             path = http.post(url + "gradio_api/upload", files={"files": (image.name, data, "image/png")}).json()[0]
             t1 = time.perf_counter()
@@ -130,7 +147,31 @@ def raw_http_ms(url: str, image: Path, model_name: str, runs: int) -> dict:
                 for k, a, b in (("upload", t0, t1), ("call", t1, t2), ("queue_and_handler", t2, t3),
                                 ("downloads", t3, t4), ("total", t0, t4)):
                     phases[k].append((b - a) * 1e3)
-    return {k: statistics.median(v) for k, v in phases.items()}
+                if in_process is not None:
+                    phases["in_process"].append(base)
+                    phases["paired_ratio"].append((t4 - t0) * 1e3 / base)
+    return {k: statistics.median(v) if v else None for k, v in phases.items()}
+
+
+def gradio_client_paired(url: str, image: Path, model_name: str, runs: int, in_process) -> dict:
+    """One gradio_client request after each in-process run: medians and the median of per-pair ratios."""
+    import httpx
+    from gradio_client import Client, handle_file
+
+    client = Client(url, analytics_enabled=False, verbose=False)
+    client.ssl_verify = httpx.create_ssl_context()  # as in run_clients
+    here, there = [], []
+    for i in range(runs + 3):
+        t = time.perf_counter()
+        in_process()
+        t1 = time.perf_counter()
+        client.predict(handle_file(str(image)), model_name, 0.45, api_name="/predict")
+        t2 = time.perf_counter()
+        if i >= 3:
+            here.append((t1 - t) * 1e3)
+            there.append((t2 - t1) * 1e3)
+    return {"in_process": statistics.median(here), "total": statistics.median(there),
+            "paired_ratio": statistics.median(b / a for a, b in zip(here, there))}
 
 
 def handler_ms(log_path: Path) -> float | None:
@@ -175,7 +216,8 @@ def main() -> int:
     valid = sorted(p for p in (ROOT / "examples").glob("busi_*.png"))
     work = Path(tempfile.mkdtemp(prefix="tumortrace-load-"))
     hostile = [write_case(work, name) for name in HOSTILE_MIX] if args.hostile else []
-    baseline = in_process_ms(str(model), valid[0])
+    predict_here = in_process_predictor(str(model), valid[0], "--no-fold-batchnorm" not in args.app_args.split())
+    baseline = in_process_ms(predict_here)
     print(f"# model {model.name}; in-process predict+CAM+overlay p50 {baseline:.1f} ms; "
           f"{args.seconds:.0f} s per phase; hostile mix {'on' if hostile else 'off'}; "
           f"gradio_client TLS context {'per request (stock)' if args.stock_client else 'shared'}; app options: {args.app_args or 'defaults'}")
@@ -203,8 +245,9 @@ def main() -> int:
             report["soak_unexpected"] += [o for o, _, _ in results if o not in ("ok", "hostile-answered")]
             report["soak_rss_mib"].append(server.memory_info().rss / 2**20)
         if args.raw_runs:
-            report["raw_http"] = raw_http_ms(url, valid[0], model.name, args.raw_runs)
+            report["raw_http"] = raw_http_ms(url, valid[0], model.name, args.raw_runs, predict_here)
             report["raw_http"]["handler"] = handler_ms(proc.log_path)
+            report["gradio_client_paired"] = gradio_client_paired(url, valid[0], model.name, args.raw_runs, predict_here)
         rss_end = server.memory_info().rss
         # any file holding an upload's bytes, and any empty temp file (Gradio leaked one per request)
         left = [f for f in temp.rglob("*") if f.is_file() and (f.stat().st_size == 0 or
@@ -229,6 +272,10 @@ def main() -> int:
               f"{r['total'] / baseline:.2f}× in-process; upload {r['upload']:.0f}, call {r['call']:.0f}, "
               f"queue + handler + event {r['queue_and_handler']:.0f} (handler {r['handler'] or float('nan'):.0f}), "
               f"two image downloads {r['downloads']:.0f} ms")
+        g = report["gradio_client_paired"]
+        print(f"one client, each request paired with an in-process run just before it ({args.raw_runs} pairs): "
+              f"raw HTTP {r['total']:.0f} / {r['in_process']:.1f} ms, median ratio {r['paired_ratio']:.2f}; "
+              f"gradio_client {g['total']:.0f} / {g['in_process']:.1f} ms, median ratio {g['paired_ratio']:.2f}")
     for ph in report["phases"]:
         print(f"{ph['clients']} client(s): CPU per request: server {ph['server_cpu_ms_per_request']:.0f} ms, "
               f"gradio_client {ph['client_cpu_ms_per_request']:.0f} ms; all {psutil.cpu_count()} cores "

@@ -15,6 +15,9 @@ def test_load_short_variant(trained_model):
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
     assert len(rows) == 2 and all(line.rstrip().endswith("| 0 |") for line in rows)  # no unexpected errors
     assert "one client over raw HTTP (5 requests" in out and "two image downloads" in out
+    paired = next(l for l in out.splitlines() if l.startswith("one client, each request paired"))
+    assert float(paired.split("median ratio ")[1].split(";")[0]) > 1  # a round trip includes the model's work
+    assert float(paired.rsplit("median ratio ", 1)[1]) > 1
     assert "soak (1 × 12 s at 3 clients), server MiB after each:" in out
     assert "CPU per request: server" in out
 
