@@ -27,15 +27,17 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # TensorFlow's 0.99 decay
 
 
+def same_padding(hw, kernel, stride) -> tuple[int, int]:
+    """Total (rows, columns) of TensorFlow 'SAME' padding for an input of size ``hw``."""
+    (ih, iw), (kh, kw), (sh, sw) = hw, kernel, stride
+    return max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0), max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+
+
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow 'SAME' padding (asymmetric when the total padding is odd)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
-        kh, kw = self.weight.shape[-2:]
-        sh, sw = self.stride
-        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        pad_h, pad_w = same_padding(x.shape[-2:], self.weight.shape[-2:], self.stride)
         if pad_h or pad_w:
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)

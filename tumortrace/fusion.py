@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .efficientnet_lite import SameConv2d
+from .efficientnet_lite import SameConv2d, same_padding
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +37,9 @@ class SymmetricSameConv2d(nn.Module):
         self.fallback = conv  # other input sizes: the general path (shares the same parameters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _same_padding(x.shape[-2:], self.fallback) != (self.padding[0] * 2, self.padding[1] * 2):
+        if same_padding(x.shape[-2:], self.weight.shape[-2:], self.stride) != (self.padding[0] * 2, self.padding[1] * 2):
             return self.fallback(x)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
-
-def _same_padding(hw, conv: nn.Conv2d) -> tuple[int, int]:
-    (ih, iw), (kh, kw), (sh, sw) = hw, conv.weight.shape[-2:], conv.stride
-    return (max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0), max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0))
 
 
 def _fold_children(parent: nn.Module) -> int:
@@ -82,7 +76,7 @@ def _static_padding(model: nn.Module, example: torch.Tensor) -> int:
     for parent in list(model.modules()):
         for name, child in list(parent._modules.items()):
             if isinstance(child, SameConv2d) and child in sizes:
-                ph, pw = _same_padding(sizes[child], child)
+                ph, pw = same_padding(sizes[child], child.weight.shape[-2:], child.stride)
                 if ph % 2 == 0 and pw % 2 == 0:
                     parent._modules[name] = SymmetricSameConv2d(child, (ph // 2, pw // 2))
                     swapped += 1
