@@ -60,24 +60,35 @@ def in_process_ms(run, runs: int = 30) -> float:
     return statistics.median(times) * 1e3
 
 
+def shared_tls_context(stock_client: bool = False):
+    """gradio_client opens a new httpx client for every upload, event stream and download, and httpx builds a
+    TLS context for each even on plain http (~35 ms of CPU: encode/httpx#2298): 86% of the client's CPU in a
+    py-spy profile, taken from the 2 cores the server runs on. One context, built the way httpx builds its
+    default, serves every request instead; the requests are otherwise unchanged. None = stock behaviour."""
+    import httpx
+    return None if stock_client else httpx.create_ssl_context()
+
+
+def gradio_client(url: str, tls_context):
+    from gradio_client import Client
+
+    client = Client(url, analytics_enabled=False, verbose=False)
+    if tls_context is not None:
+        client.ssl_verify = tls_context  # passed as httpx's verify=, which accepts a context
+    return client
+
+
 def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hostile: list[Path], model_name: str,
                 server: psutil.Process | None = None, stock_client: bool = False):
     """Returns (per-request outcomes, wall seconds, CPU seconds used by the server and by this client process)."""
-    import httpx
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     results, lock = [], threading.Lock()
     stop = time.monotonic() + seconds
-    # gradio_client opens a new httpx client for every upload, event stream and download, and httpx builds a
-    # TLS context for each even on plain http (~35 ms of CPU: encode/httpx#2298): 86% of the client's CPU in
-    # a py-spy profile, taken from the 2 cores the server runs on. One context, built the way httpx builds
-    # its default, serves every request instead; the requests are otherwise unchanged.
-    shared_tls = None if stock_client else httpx.create_ssl_context()
+    tls = shared_tls_context(stock_client)
 
     def worker(k: int):
-        client = Client(url, analytics_enabled=False, verbose=False)
-        if shared_tls is not None:
-            client.ssl_verify = shared_tls  # passed as httpx's verify=, which accepts a context
+        client = gradio_client(url, tls)
         i = k
         while time.monotonic() < stop:
             use_hostile = bool(hostile) and i % 4 == 3
@@ -153,13 +164,12 @@ def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=No
     return {k: statistics.median(v) if v else None for k, v in phases.items()}
 
 
-def gradio_client_paired(url: str, image: Path, model_name: str, runs: int, in_process) -> dict:
+def gradio_client_paired(url: str, image: Path, model_name: str, runs: int, in_process,
+                         stock_client: bool = False) -> dict:
     """One gradio_client request after each in-process run: medians and the median of per-pair ratios."""
-    import httpx
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    client = Client(url, analytics_enabled=False, verbose=False)
-    client.ssl_verify = httpx.create_ssl_context()  # as in run_clients
+    client = gradio_client(url, shared_tls_context(stock_client))
     here, there = [], []
     for i in range(runs + 3):
         t = time.perf_counter()
@@ -247,7 +257,8 @@ def main() -> int:
         if args.raw_runs:
             report["raw_http"] = raw_http_ms(url, valid[0], model.name, args.raw_runs, predict_here)
             report["raw_http"]["handler"] = handler_ms(proc.log_path)
-            report["gradio_client_paired"] = gradio_client_paired(url, valid[0], model.name, args.raw_runs, predict_here)
+            report["gradio_client_paired"] = gradio_client_paired(url, valid[0], model.name, args.raw_runs,
+                                                                  predict_here, args.stock_client)
         rss_end = server.memory_info().rss
         # any file holding an upload's bytes, and any empty temp file (Gradio leaked one per request)
         left = [f for f in temp.rglob("*") if f.is_file() and (f.stat().st_size == 0 or
