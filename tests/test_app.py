@@ -1,9 +1,6 @@
 """The real app over HTTP through gradio_client: predictions, errors, privacy, login, Hub, share."""
 import hashlib
 import json
-import os
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 
@@ -226,7 +223,7 @@ def test_read_upload_serves_the_decoded_copy_whenever_loading_fails(tmp_path, mo
     """A concurrent identical request can delete the shared upload mid-read and a third can re-create it,
     so the file existing again must not stop the fallback; a never-decoded (corrupt) upload still fails."""
     import app
-    from tumortrace.images import ImageLoadError, LoadedImage
+    from tumortrace.images import ImageLoadError
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     recent = app.RecentUploads()
@@ -247,3 +244,39 @@ def test_read_upload_serves_the_decoded_copy_whenever_loading_fails(tmp_path, mo
     corrupt.write_bytes(b"not an image")
     with pytest.raises(ImageLoadError):
         app.read_upload(corrupt, recent)
+
+
+def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monkeypatch):
+    """The slice's PNG does not wait for the prediction (it is written on the idle core while the model
+    runs), and the files are the same as when written one after the other."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import app
+    from tumortrace.cam import overlay
+    from tumortrace.checkpoint import load
+    from tumortrace.images import LoadedImage
+    from tumortrace.inference import display_pixels
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    loaded = load(trained_model, for_inference=True)
+    image = LoadedImage(np.random.default_rng(0).random((90, 120), dtype=np.float32))
+    slice_on_disk_during_model = []
+    real = app.predict_image
+
+    def model_that_looks_for_the_slice(*args):
+        deadline = time.monotonic() + 10
+        while not list(tmp_path.glob("*/image.png")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        slice_on_disk_during_model.append(bool(list(tmp_path.glob("*/image.png"))))
+        return real(*args)
+
+    monkeypatch.setattr(app, "predict_image", model_that_looks_for_the_slice)
+    with ThreadPoolExecutor(1) as encoder:
+        pred, heat, shown = app.classify(loaded, image, "fast-cam", 0.45, encoder)
+    assert slice_on_disk_during_model == [True]
+    expected = display_pixels(image)
+    assert np.array_equal(np.asarray(Image.open(shown)), expected)  # lossless, one channel
+    assert Image.open(heat).format == "JPEG" and Image.open(heat).size == (120, 90)
+    reference = overlay(expected, real(loaded, image, "fast-cam").cam, 0.45)
+    assert heat == app.cached_image(reference, "gradcam", lossless=False)  # content-addressed: the same bytes
