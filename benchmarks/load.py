@@ -33,7 +33,7 @@ HOSTILE_MIX = ["random_bytes.png", "empty.png", "one_pixel.png", "truncated.png"
                "no_pixels.dcm", "float_nan.tiff", "extreme_aspect.png"]
 
 
-def in_process_predictor(model: str, image: Path, fold_batchnorm: bool = True):
+def in_process_predictor(model: str, image: Path, fold_batchnorm: bool = True, torchscript: bool = True):
     """A function that runs the app's model path once in this process (load, predict, CAM, overlay)."""
     import torch
 
@@ -42,7 +42,7 @@ def in_process_predictor(model: str, image: Path, fold_batchnorm: bool = True):
     from tumortrace.inference import display_pixels, predict_file
 
     torch.set_num_threads(2)
-    loaded = load(model, for_inference=fold_batchnorm)  # the model as the app serves it
+    loaded = load(model, for_inference=fold_batchnorm, torchscript=torchscript)  # the model as the app serves it
 
     def run():
         pred = predict_file(loaded, image)
@@ -226,7 +226,9 @@ def main() -> int:
     valid = sorted(p for p in (ROOT / "examples").glob("busi_*.png"))
     work = Path(tempfile.mkdtemp(prefix="tumortrace-load-"))
     hostile = [write_case(work, name) for name in HOSTILE_MIX] if args.hostile else []
-    predict_here = in_process_predictor(str(model), valid[0], "--no-fold-batchnorm" not in args.app_args.split())
+    app_args = args.app_args.split()
+    predict_here = in_process_predictor(str(model), valid[0], "--no-fold-batchnorm" not in app_args,
+                                        "--no-torchscript" not in app_args)
     baseline = in_process_ms(predict_here)
     print(f"# model {model.name}; in-process predict+CAM+overlay p50 {baseline:.1f} ms; "
           f"{args.seconds:.0f} s per phase; hostile mix {'on' if hostile else 'off'}; "

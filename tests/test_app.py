@@ -49,7 +49,7 @@ def test_predict_probabilities_overlay_provenance(app, manifest_data, trained_mo
     # Served with BatchNorm folded, and says so; the answer is the checkpoint's own within 1e-4.
     from tumortrace.checkpoint import load_model
     from tumortrace.inference import predict_file
-    assert "BatchNorm folded" in prov
+    assert "BatchNorm folded and a TorchScript trunk" in prov
     as_trained = predict_file(load_model(trained_model), wide)
     assert conf["malignant"] == pytest.approx(as_trained.p_malignant, abs=1e-4)
 

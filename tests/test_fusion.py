@@ -10,7 +10,8 @@ from torch import nn
 from tumortrace.cam import gradcam_reference, predict_with_cam
 from tumortrace.checkpoint import load_model
 from tumortrace.efficientnet_lite import SameConv2d
-from tumortrace.fusion import SymmetricSameConv2d, fused_for_inference
+from tumortrace import fusion
+from tumortrace.fusion import SymmetricSameConv2d, fused_for_inference, is_scripted
 from tumortrace.models import ARCHS, TumorClassifier
 from tumortrace.preprocess import model_input
 from tumortrace.images import load_image
@@ -45,15 +46,15 @@ def test_folded_model_computes_the_same_function(model, hw):
     predict_with_cam returns (any misplaced scale or shift would show); in float32 the probabilities agree
     to 1e-5, while a random EfficientNet-B0's CAM can move by ~3e-4 after min-max scaling from float32
     rounding alone (the shipped models' CAMs: within 1e-4, tested below)."""
-    fused = fused_for_inference(model)
-    assert fused is not model
+    fused = fused_for_inference(model, torchscript=False)
+    assert fused is not model and not is_scripted(fused)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules()), "a BatchNorm was left unfolded"
     torch.manual_seed(sum(hw))
     x = torch.randn(2, 3, *hw)
     with torch.inference_mode():
         assert (model(x).softmax(1) - fused(x).softmax(1)).abs().max() <= 1e-5
     model64 = copy.deepcopy(model).double()
-    fused64 = fused_for_inference(model64)
+    fused64 = fused_for_inference(model64, torchscript=False)
     assert fused64 is not model64
     for i in range(2):
         p_want, cam_want = predict_with_cam(model64, x[i:i + 1].double())
@@ -70,8 +71,10 @@ def test_original_model_is_untouched(model):
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
-def test_grad_cam_still_runs_on_the_folded_model(model):
+def test_grad_cam_still_runs_on_the_served_model(model):
+    """grad-cam needs gradients and hooks: on the served model it gets the eager (folded) trunk."""
     fused = fused_for_inference(model)
+    assert is_scripted(fused)
     x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(3))
     _, cam_ref = gradcam_reference(fused, x)
     _, cam_fast = predict_with_cam(fused, x)
@@ -127,7 +130,7 @@ def test_a_fold_that_changes_outputs_keeps_the_model_unfused(caplog):
 def test_shipped_models_fold_within_tolerance_on_a_real_slice(folder):
     trained = load_model(folder)
     served = load_model(folder, for_inference=True)
-    assert served.folded and not trained.folded
+    assert served.folded and served.scripted and not trained.folded and not trained.scripted
     m = trained.model
     for example in sorted((ROOT / "examples").glob("*.png"))[:2]:
         x = model_input(load_image(example).pixels, m.image_size, m.mean, m.std)
@@ -155,7 +158,9 @@ def test_registry_folds_by_default_and_not_when_asked(trained_model):
 
     folded = build_registry(str(trained_model)).get(trained_model.name)
     as_trained = build_registry(str(trained_model), fold_batchnorm=False).get(trained_model.name)
-    assert folded.folded and not as_trained.folded
+    eager = build_registry(str(trained_model), torchscript=False).get(trained_model.name)
+    assert folded.folded and folded.scripted and not as_trained.folded and not as_trained.scripted
+    assert eager.folded and not eager.scripted
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.model.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in as_trained.model.modules())
 
@@ -165,3 +170,87 @@ def test_app_option_turns_folding_off():
 
     assert app.get_args_parser().parse_args([]).fold_batchnorm is True
     assert app.get_args_parser().parse_args(["--no-fold-batchnorm"]).fold_batchnorm is False
+    assert app.get_args_parser().parse_args([]).torchscript is True
+    assert app.get_args_parser().parse_args(["--no-torchscript"]).torchscript is False
+
+
+class _Spy(nn.Module):
+    def __init__(self, inner, calls: list, scale: float = 1.0):
+        super().__init__()
+        self.inner, self.calls, self.scale = inner, calls, scale
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape))
+        return self.inner(x) * self.scale
+
+
+def test_the_apps_input_takes_the_torchscript_trunk_and_anything_else_the_eager_one(model):
+    served = fused_for_inference(model)
+    calls = []
+    served.features.scripted = _Spy(served.features.scripted, calls)
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+    p_want, cam_want = predict_with_cam(model, x)
+    p_got, cam_got = predict_with_cam(served, x)
+    assert calls == [(1, 3, 96, 96)]
+    # A random EfficientNet-B0's CAM moves by ~3e-4 from float32 rounding alone (see above); shipped: 1e-4.
+    assert np.abs(p_want - p_got).max() <= 1e-4 and np.abs(cam_want - cam_got).max() <= 1e-3
+    with torch.inference_mode():
+        served.features(torch.randn(2, 3, 96, 96))  # a batch
+        served.features(torch.randn(1, 3, 64, 80))  # another size: the trace's padding would be wrong
+    with torch.enable_grad():
+        assert served.features(x.clone().requires_grad_()).requires_grad  # a backward pass is possible
+    assert calls == [(1, 3, 96, 96)]  # only the app's 1×3×S×S input
+
+
+def test_without_torchscript_the_folded_eager_trunk_is_served(model, monkeypatch, caplog):
+    def unavailable(trunk, example):
+        raise RuntimeError("torch.jit is gone")
+
+    monkeypatch.setattr(fusion, "script_trunk", unavailable)
+    with caplog.at_level(logging.WARNING, logger="tumortrace.fusion"):
+        served = fused_for_inference(model)
+    assert served is not model and not is_scripted(served)
+    assert "no TorchScript trunk (RuntimeError: torch.jit is gone); serving the eager trunk" in caplog.text
+
+
+def test_a_torchscript_trunk_that_changes_outputs_is_not_served(model, monkeypatch, caplog):
+    real = fusion.script_trunk
+
+    def one_percent_off(trunk, example):
+        scripted = real(trunk, example)
+        scripted.scripted = _Spy(scripted.scripted, [], scale=1.01)
+        return scripted
+
+    monkeypatch.setattr(fusion, "script_trunk", one_percent_off)
+    with caplog.at_level(logging.WARNING, logger="tumortrace.fusion"):
+        served = fused_for_inference(model)
+    assert not is_scripted(served) and "the TorchScript trunk changed" in caplog.text
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        assert torch.allclose(served.features(x), fused_for_inference(model, torchscript=False).features(x), atol=1e-5)
+
+
+def test_concurrent_predictions_on_the_torchscript_trunk_get_their_own_answers():
+    """The app runs two predictions at once on threads, on one shared served model."""
+    import threading
+
+    served = load_model(SHIPPED[0], for_inference=True).model
+    assert is_scripted(served)
+    size = served.image_size
+    inputs = [torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+    alone = [predict_with_cam(served, x) for x in inputs]
+    wrong = []
+
+    def worker(k: int) -> None:
+        for i in range(12):
+            j = (i * 5 + k) % len(inputs)
+            p, cam = predict_with_cam(served, inputs[j])
+            if np.abs(p - alone[j][0]).max() > 1e-6 or np.abs(cam - alone[j][1]).max() > 1e-6:
+                wrong.append((k, j))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []

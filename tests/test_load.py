@@ -39,7 +39,7 @@ def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     lines = proc.stdout.splitlines()
     row = next(l for l in lines if l.startswith(f"| {trained_model.name} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 15 and float(cells[8]) > 0  # folded / forward
+    assert len(cells) == 16 and float(cells[9]) > 0  # served / forward
     assert lines[-2] == f"slowest model: {trained_model.name}"
     ratio = float(lines[-1].removeprefix("predict+cam/forward ratio: "))
     assert ratio > 1  # the app's path includes the forward, so it cannot be cheaper than it

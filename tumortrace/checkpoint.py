@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .fusion import fused_for_inference
+from .fusion import fused_for_inference, is_scripted
 from .models import TumorClassifier
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class LoadedModel:
     source: str  # what the user asked for: a local path or a Hub repo id
     revision: str | None  # the Hub commit actually used, None for a local folder
     folded: bool = False  # BatchNorm folded into the convolutions for serving (tumortrace.fusion)
+    scripted: bool = False  # trunk frozen with TorchScript for serving (tumortrace.scripted)
 
     @property
     def sha256(self) -> str:
@@ -127,11 +128,12 @@ class LoadedModel:
 
 
 def load_model(folder: str | Path, source: str | None = None, revision: str | None = None,
-               for_inference: bool = False) -> LoadedModel:
+               for_inference: bool = False, torchscript: bool = True) -> LoadedModel:
     """Load a model folder: verify the weights' sha256, build from config.json, load strictly, eval mode.
 
-    ``for_inference``: serve a copy with BatchNorm folded into the convolutions (checked against the
-    checkpoint's own outputs; see tumortrace.fusion). Training and evaluation use the model as trained.
+    ``for_inference``: serve a copy with BatchNorm folded into the convolutions and (``torchscript``) its
+    trunk frozen with TorchScript, each checked against the checkpoint's own outputs (tumortrace.fusion).
+    Training and evaluation use the model as trained.
     """
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
@@ -157,8 +159,9 @@ def load_model(folder: str | Path, source: str | None = None, revision: str | No
     except Exception as exc:  # wrong arch, missing keys, corrupt header
         raise ModelLoadError(f"{folder}: weights do not fit the config ({type(exc).__name__}: {exc})") from None
     model.eval()
-    served = fused_for_inference(model) if for_inference else model
-    return LoadedModel(served, config, folder, source or str(folder), revision, folded=served is not model)
+    served = fused_for_inference(model, torchscript) if for_inference else model
+    return LoadedModel(served, config, folder, source or str(folder), revision, folded=served is not model,
+                       scripted=is_scripted(served))
 
 
 def resolve(model_id: str, revision: str | None = None, timeout: float = HUB_TIMEOUT_S) -> tuple[Path, str | None]:
@@ -210,9 +213,9 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
 
 
 def load(model_id: str, revision: str | None = None, timeout: float = HUB_TIMEOUT_S,
-         for_inference: bool = False) -> LoadedModel:
+         for_inference: bool = False, torchscript: bool = True) -> LoadedModel:
     folder, commit = resolve(model_id, revision, timeout)
-    return load_model(folder, source=model_id, revision=commit, for_inference=for_inference)
+    return load_model(folder, source=model_id, revision=commit, for_inference=for_inference, torchscript=torchscript)
 
 
 # ---------------------------------------------------------------- resumable training state

@@ -1,4 +1,5 @@
-"""An inference copy of a classifier with each BatchNorm folded into the convolution before it.
+"""An inference copy of a classifier with each BatchNorm folded into the convolution before it (and its
+trunk frozen with TorchScript: tumortrace.scripted).
 
 In eval mode a BatchNorm is a fixed per-channel affine map, so ``conv → bn`` equals one convolution with
 rescaled weights and a bias; folding saves a full pass over every feature map (batch_norm was ~10% of the
@@ -20,6 +21,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .efficientnet_lite import SameConv2d, same_padding
+from .scripted import ScriptedTrunk, script_trunk
 
 log = logging.getLogger(__name__)
 
@@ -83,26 +85,52 @@ def _static_padding(model: nn.Module, example: torch.Tensor) -> int:
     return swapped
 
 
-def fused_for_inference(model: nn.Module) -> nn.Module:
-    """A copy of an eval-mode classifier with BatchNorm folded and static padding, or the model itself
-    (logged) when the copy's outputs differ from the original's on a random input."""
+def _output_errors(model: nn.Module, candidate: nn.Module, example: torch.Tensor) -> tuple[float, float]:
+    """(max |Δ probability|, max |Δ feature| relative to the features' scale) of ``candidate`` vs ``model``."""
+    with torch.inference_mode():
+        want_feats, got_feats = model.features(example), candidate.features(example)
+        want, got = model.head(want_feats).softmax(1), candidate.head(got_feats).softmax(1)
+    feat_err = float((want_feats - got_feats).abs().max() / want_feats.abs().max().clamp_min(1e-12))
+    return float((want - got).abs().max()), feat_err
+
+
+def fused_for_inference(model: nn.Module, torchscript: bool = True) -> nn.Module:
+    """A copy of an eval-mode classifier with BatchNorm folded and static padding, and (``torchscript``) its
+    trunk frozen with TorchScript (tumortrace.scripted). Each step is checked against the original on a
+    random input; a step whose outputs differ is logged and left out (the model itself when folding fails)."""
     if model.training:
         raise ValueError("fuse an eval-mode model: a training BatchNorm has no fixed affine map to fold")
+    arch = getattr(model, "arch", type(model).__name__)
     size = getattr(model, "image_size", 224)
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(next(model.parameters()).dtype)
     fused = copy.deepcopy(model)
     folded = _fold_children(fused)
     swapped = _static_padding(fused, example)
-    with torch.inference_mode():
-        want_feats, got_feats = model.features(example), fused.features(example)
-        want = model.head(want_feats).softmax(1)
-        got = fused.head(got_feats).softmax(1)
-    feat_err = float((want_feats - got_feats).abs().max() / want_feats.abs().max().clamp_min(1e-12))
-    prob_err = float((want - got).abs().max())
+    prob_err, feat_err = _output_errors(model, fused, example)
     if prob_err > FUSED_TOLERANCE or feat_err > FUSED_TOLERANCE:
         log.warning("folding BatchNorm changed %s's outputs (probabilities by %.2g, features by %.2g relative): "
-                    "serving it unfused", getattr(model, "arch", type(model).__name__), prob_err, feat_err)
+                    "serving it unfused", arch, prob_err, feat_err)
         return model
     log.info("%s: %d BatchNorm folded, %d convolutions padded in place (probabilities within %.1g)",
-             getattr(model, "arch", type(model).__name__), folded, swapped, prob_err)
+             arch, folded, swapped, prob_err)
+    if torchscript:
+        try:
+            trunk = script_trunk(fused.features, example)
+        except Exception as exc:  # torch.jit missing or unable to trace: the folded eager trunk is still fast
+            log.warning("%s: no TorchScript trunk (%s: %s); serving the eager trunk", arch, type(exc).__name__, exc)
+            return fused
+        fused.features = trunk
+        unseen = torch.randn(example.shape, generator=torch.Generator().manual_seed(1)).to(example.dtype)
+        prob_err, feat_err = _output_errors(model, fused, unseen)  # not the input it was traced with
+        if prob_err > FUSED_TOLERANCE or feat_err > FUSED_TOLERANCE:
+            log.warning("the TorchScript trunk changed %s's outputs (probabilities by %.2g, features by %.2g "
+                        "relative): serving the eager trunk", arch, prob_err, feat_err)
+            fused.features = trunk.eager
+        else:
+            log.info("%s: TorchScript trunk frozen for %s inputs (probabilities within %.1g)",
+                     arch, "×".join(map(str, example.shape)), prob_err)
     return fused
+
+
+def is_scripted(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "features", None), ScriptedTrunk)

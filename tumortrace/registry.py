@@ -39,11 +39,12 @@ def _name_for(loaded: LoadedModel) -> str:
     return loaded.source if loaded.revision else Path(loaded.source).name
 
 
-def load_folder_of_models(weights_dir: Path, registry: Registry, fold_batchnorm: bool = True) -> None:
+def load_folder_of_models(weights_dir: Path, registry: Registry, fold_batchnorm: bool = True,
+                          torchscript: bool = True) -> None:
     folders = sorted(p for p in weights_dir.iterdir() if (p / CONFIG_NAME).is_file()) if weights_dir.is_dir() else []
     for folder in folders:
         try:
-            loaded = load(str(folder), for_inference=fold_batchnorm)
+            loaded = load(str(folder), for_inference=fold_batchnorm, torchscript=torchscript)
             registry.models[_name_for(loaded)] = loaded
             log.info("loaded %s (sha256 %s…)", folder, loaded.sha256[:12])
         except ModelLoadError as exc:
@@ -52,12 +53,14 @@ def load_folder_of_models(weights_dir: Path, registry: Registry, fold_batchnorm:
 
 
 def build_registry(model: str | None = None, revision: str | None = None, weights_dir: Path = DEFAULT_WEIGHTS,
-                   hub_timeout: float = HUB_TIMEOUT_S, fold_batchnorm: bool = True) -> Registry:
-    """``fold_batchnorm``: serve each model with BatchNorm folded into its convolutions (tumortrace.fusion)."""
+                   hub_timeout: float = HUB_TIMEOUT_S, fold_batchnorm: bool = True,
+                   torchscript: bool = True) -> Registry:
+    """``fold_batchnorm``: serve each model with BatchNorm folded into its convolutions (tumortrace.fusion);
+    ``torchscript``: and with its trunk frozen with TorchScript (tumortrace.scripted)."""
     registry = Registry()
     if model:
         try:
-            loaded = load(model, revision, timeout=hub_timeout, for_inference=fold_batchnorm)
+            loaded = load(model, revision, timeout=hub_timeout, for_inference=fold_batchnorm, torchscript=torchscript)
             registry.models[_name_for(loaded)] = loaded
             log.info("loaded %s@%s (sha256 %s…)", model, loaded.revision or "local", loaded.sha256[:12])
             return registry
@@ -68,7 +71,7 @@ def build_registry(model: str | None = None, revision: str | None = None, weight
                 return registry  # a broken local folder is an error, not a reason to serve something else
             registry.notice = (f"The requested Hub model {model} could not be loaded ({exc}). "
                                f"Serving the offline checkpoints shipped in {weights_dir.name}/ instead.")
-    load_folder_of_models(weights_dir, registry, fold_batchnorm)
+    load_folder_of_models(weights_dir, registry, fold_batchnorm, torchscript)
     if not registry.models and not registry.notice:
         registry.notice = f"No model could be loaded from {weights_dir}."
     return registry
