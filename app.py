@@ -58,11 +58,13 @@ class UploadFile(gr.File):
 
 
 class RecentUploads:
-    """Decoded uploads of the last minute, in memory only, keyed by the content hash in their path.
+    """What decoding each upload of the last minute gave (the image, or the ImageLoadError), in memory only,
+    keyed by the content hash in its path.
 
     Gradio stores uploads by content (folder = sha256 of the bytes), so two requests with identical
     bytes (two reviewers clicking one example) share one file: after the first request deletes it, the
-    second is served from here instead of failing. Bounded in age and bytes; nothing goes to disk. The
+    second is answered from here (the image, or the same specific error for a file that cannot be used)
+    instead of "cannot be opened". Bounded in age and bytes; nothing goes to disk. The
     race's window is a request's wait in the queue: the cap (~35 BUSI-sized slices) covers seconds of
     distinct uploads under load. The newest image stays even when it alone is above the cap.
     """
@@ -78,17 +80,17 @@ class RecentUploads:
     def _expire(self, now: float) -> None:
         while self._items and now - next(iter(self._items.values()))[0] > self.ttl_s:
             self._items.popitem(last=False)
-        while len(self._items) > 1 and sum(v[1].pixels.nbytes for v in self._items.values()) > self.max_bytes:
+        while len(self._items) > 1 and sum(_nbytes(v[1]) for v in self._items.values()) > self.max_bytes:
             self._items.popitem(last=False)
 
-    def put(self, key: str, image) -> None:
+    def put(self, key: str, outcome: LoadedImage | ImageLoadError) -> None:
         import time
         with self._lock:
-            self._items[key] = (time.monotonic(), image)
+            self._items[key] = (time.monotonic(), outcome)
             self._items.move_to_end(key)
             self._expire(time.monotonic())
 
-    def get(self, key: str):
+    def get(self, key: str) -> LoadedImage | ImageLoadError | None:
         import time
         with self._lock:
             self._expire(time.monotonic())
@@ -96,20 +98,29 @@ class RecentUploads:
             return item[1] if item else None
 
 
-def read_upload(path: Path, recent: RecentUploads):
+def _nbytes(outcome: LoadedImage | ImageLoadError) -> int:
+    return outcome.pixels.nbytes if isinstance(outcome, LoadedImage) else 0
+
+
+def read_upload(path: Path, recent: RecentUploads) -> LoadedImage:
     """Decode an upload, then delete it from disk at once (no patient image stays on disk)."""
     key = f"{path.parent.name}/{path.name}"
     try:
         image = load_image(path)
+    except ImageLoadError as exc:
+        # Same key, same bytes, same decoding: what an identical upload got is this upload's outcome, whatever
+        # failed here (its request may have deleted the shared file; asking whether the file still exists
+        # was wrong: a third identical upload can re-create it in between).
+        earlier = recent.get(key)
+        if isinstance(earlier, LoadedImage):
+            return earlier
+        if earlier is not None:
+            raise ImageLoadError(path, earlier.reason) from None
+        recent.put(key, exc)
+        raise
+    else:
         recent.put(key, image)
         return image
-    except ImageLoadError:
-        # Same key, same bytes, same decoding: a cached copy is this upload, whatever failed here. (Asking
-        # whether the file still exists was wrong: a third identical upload can re-create it in between.)
-        cached = recent.get(key)
-        if cached is not None:
-            return cached
-        raise
     finally:
         _forget_upload(path)
 

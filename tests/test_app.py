@@ -219,9 +219,9 @@ def test_recent_uploads_are_bounded_in_bytes_and_age(monkeypatch):
     assert recent.get("big") is None  # and nothing outlives the age limit
 
 
-def test_read_upload_serves_the_decoded_copy_whenever_loading_fails(tmp_path, monkeypatch):
+def test_read_upload_answers_identical_uploads_alike_whenever_loading_fails(tmp_path, monkeypatch):
     """A concurrent identical request can delete the shared upload mid-read and a third can re-create it,
-    so the file existing again must not stop the fallback; a never-decoded (corrupt) upload still fails."""
+    so the file existing again must not stop the fallback; a file that cannot be used gets its own error."""
     import app
     from tumortrace.images import ImageLoadError
 
@@ -242,8 +242,17 @@ def test_read_upload_serves_the_decoded_copy_whenever_loading_fails(tmp_path, mo
     corrupt = tmp_path / "ffff0000" / "other.png"
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"not an image")
-    with pytest.raises(ImageLoadError):
+    monkeypatch.undo()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    with pytest.raises(ImageLoadError, match="not a recognised image"):
         app.read_upload(corrupt, recent)
+    assert not corrupt.exists()
+    # An identical upload whose shared file the first request deleted gets the same specific error,
+    # not "cannot be opened" (seen under load: two clients sending one corrupt file at once).
+    with pytest.raises(ImageLoadError, match="not a recognised image"):
+        app.read_upload(corrupt, recent)
+    with pytest.raises(ImageLoadError, match="cannot be opened"):  # a missing file nobody decoded says so
+        app.read_upload(tmp_path / "eeee1111" / "never.png", recent)
 
 
 def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monkeypatch):
