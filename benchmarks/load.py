@@ -129,39 +129,46 @@ def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=No
     per-pair ratios (the in-process baseline alone moved 41–64 ms between runs of one day)."""
     import httpx
 
-    data, phases = image.read_bytes(), {"upload": [], "call": [], "queue_and_handler": [], "downloads": [], "total": [],
-                                        "in_process": [], "paired_ratio": []}
+    phases = {"upload": [], "call": [], "queue_and_handler": [], "downloads": [], "total": [], "in_process": [],
+              "paired_ratio": []}
     with httpx.Client(timeout=60) as http:
         for i in range(runs + 3):
             if in_process is not None:
                 t = time.perf_counter()
                 in_process()
                 base = (time.perf_counter() - t) * 1e3
-            t0 = time.perf_counter()
-            path = http.post(url + "gradio_api/upload", files={"files": (image.name, data, "image/png")}).json()[0]
-            t1 = time.perf_counter()
-            payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, model_name, 0.45]}
-            event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
-            t2 = time.perf_counter()
-            outputs = None
-            with http.stream("GET", url + f"gradio_api/call/predict/{event}") as stream:
-                for line in stream.iter_lines():
-                    if line.startswith("event: error"):
-                        raise RuntimeError(f"raw HTTP predict failed: {line}")
-                    if line.startswith("data:") and line[5:].strip().startswith("["):
-                        outputs = json.loads(line[5:])
-            t3 = time.perf_counter()
-            for out in outputs[1:3]:
-                http.get(out["url"]).raise_for_status()
-            t4 = time.perf_counter()
+            one = raw_http_request(http, url, image, model_name)
             if i >= 3:
-                for k, a, b in (("upload", t0, t1), ("call", t1, t2), ("queue_and_handler", t2, t3),
-                                ("downloads", t3, t4), ("total", t0, t4)):
-                    phases[k].append((b - a) * 1e3)
+                for k, ms in one.items():
+                    phases[k].append(ms)
                 if in_process is not None:
                     phases["in_process"].append(base)
-                    phases["paired_ratio"].append((t4 - t0) * 1e3 / base)
+                    phases["paired_ratio"].append(one["total"] / base)
     return {k: statistics.median(v) if v else None for k, v in phases.items()}
+
+
+def raw_http_request(http, url: str, image: Path, model_name: str) -> dict[str, float]:
+    """One prediction over Gradio's HTTP API with an ``httpx.Client``: ms per phase and in total."""
+    data = image.read_bytes()
+    t0 = time.perf_counter()
+    path = http.post(url + "gradio_api/upload", files={"files": (image.name, data, "image/png")}).json()[0]
+    t1 = time.perf_counter()
+    payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, model_name, 0.45]}
+    event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
+    t2 = time.perf_counter()
+    outputs = None
+    with http.stream("GET", url + f"gradio_api/call/predict/{event}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: error"):
+                raise RuntimeError(f"raw HTTP predict failed: {line}")
+            if line.startswith("data:") and line[5:].strip().startswith("["):
+                outputs = json.loads(line[5:])
+    t3 = time.perf_counter()
+    for out in outputs[1:3]:
+        http.get(out["url"]).raise_for_status()
+    t4 = time.perf_counter()
+    return {k: (b - a) * 1e3 for k, a, b in (("upload", t0, t1), ("call", t1, t2), ("queue_and_handler", t2, t3),
+                                            ("downloads", t3, t4), ("total", t0, t4))}
 
 
 def gradio_client_paired(url: str, image: Path, model_name: str, runs: int, in_process,

@@ -20,14 +20,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(*args: str, env: dict | None = None, temp_dir: Path | None = None, timeout: float = 120):
+def running_app(*args: str, env: dict | None = None, temp_dir: Path | None = None, timeout: float = 120,
+                root: Path = ROOT):
+    """``root``: the checkout whose app.py runs (benchmarks/ab.py compares two)."""
     port = free_port()
     full_env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1", **(env or {}))
     if temp_dir is not None:
         full_env["GRADIO_TEMP_DIR"] = str(temp_dir)
     log_path = Path(temp_dir or "/tmp") / f"app-{port}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([PY, "app.py", "--port", str(port), *args], cwd=ROOT, env=full_env,
+        proc = subprocess.Popen([PY, "app.py", "--port", str(port), *args], cwd=root, env=full_env,
                                 stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:

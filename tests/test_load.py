@@ -1,7 +1,7 @@
 """Short CI variant of benchmarks/load.py: concurrent clients, valid + hostile files, against the real app."""
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -43,3 +43,17 @@ def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     assert lines[-2] == f"slowest model: {trained_model.name}"
     ratio = float(lines[-1].removeprefix("predict+cam/forward ratio: "))
     assert ratio > 1  # the app's path includes the forward, so it cannot be cheaper than it
+
+
+def test_ab_benchmark_compares_two_servers_running_at_once(trained_model):
+    proc = run_cli("benchmarks/ab.py", "--model", str(trained_model), "--b-args=--no-torchscript", "--pairs", "3",
+                   "--clients", "2", "--seconds", "3", "--rounds", "1", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].endswith(f"B: {ROOT} --no-torchscript; model {trained_model.name}")
+    pair = next(l for l in lines if l.startswith("one client, 3 alternating raw-HTTP pairs"))
+    assert float(pair.rsplit(" ", 1)[1]) > 0  # median per-pair B/A
+    for side in "AB":
+        row = next(l for l in lines if l.startswith(f"2 clients, {side}: req/s per phase "))
+        assert float(row.split("median ")[1].split(")")[0]) > 0
+    assert any(l.startswith("2 clients, throughput B/A per round: ") for l in lines)

@@ -1,0 +1,112 @@
+"""A/B of two app servers running at the same time, so the machine's drift hits both alike.
+
+    python benchmarks/ab.py --b-args="--no-torchscript" [--b-root ../old-checkout] [--pairs 100]
+                            [--clients 8 --seconds 20 --rounds 6]
+
+A is `python app.py` of this checkout with --a-args; B is app.py of --b-root (default: this checkout) with
+--b-args. Whole benchmark runs one after the other cannot separate a 10 ms change on these shared machines
+(the server's CPU time per request moved 79–100 ms between runs of the same code), so:
+
+- one client: raw-HTTP requests alternate between A and B (order swapped every pair); prints each side's
+  p50 round trip and the median of the per-pair ratios B/A;
+- N clients (gradio_client threads): phases of --seconds alternate between A and B (order swapped every
+  round); prints each side's throughput per phase, median throughput, server CPU per request and p50/p95.
+
+Both servers sit idle while the other is measured (Gradio's queue polling costs an idle app a few % of
+one core, the same for both).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from apputil import running_app  # noqa: E402
+from load import raw_http_request, run_clients, summarize  # noqa: E402
+
+
+def one_client_pairs(urls: dict[str, str], image: Path, model_name: str, pairs: int, warmup: int = 5) -> dict:
+    import httpx
+
+    totals = {side: [] for side in urls}
+    with httpx.Client(timeout=60) as http:
+        for i in range(pairs + warmup):
+            order = list(urls) if i % 2 == 0 else list(urls)[::-1]
+            for side in order:
+                total = raw_http_request(http, urls[side], image, model_name)["total"]
+                if i >= warmup:
+                    totals[side].append(total)
+    a, b = totals["A"], totals["B"]
+    return {"A_p50_ms": statistics.median(a), "B_p50_ms": statistics.median(b),
+            "B_over_A": statistics.median(y / x for x, y in zip(a, b))}
+
+
+def alternating_phases(servers: dict, valid: list[Path], model_name: str, clients: int, seconds: float,
+                       rounds: int) -> dict:
+    rows = {side: [] for side in servers}
+    for url, _ in servers.values():
+        run_clients(url, clients, 5, valid, [], model_name)  # warm-up, as benchmarks/load.py
+    for r in range(rounds):
+        for side in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+            url, proc = servers[side]
+            results, wall, cpu = run_clients(url, clients, seconds, valid, [], model_name, psutil.Process(proc.pid))
+            s = summarize(results, wall)
+            if s["unexpected"]:
+                raise RuntimeError(f"{side}: unexpected errors: {s['unexpected'][:3]}")
+            rows[side].append({"req_s": s["throughput_per_s"], "p50": s["p50_ms"], "p95": s["p95_ms"],
+                               "cpu_ms": cpu["server"] / len(results) * 1e3})
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--a-args", default="", help="options for A's app.py (default: none)")
+    p.add_argument("--b-args", default="", help="options for B's app.py, e.g. \"--no-torchscript\" (default: none)")
+    p.add_argument("--b-root", type=Path, default=ROOT, help="checkout whose app.py is B (default: this one)")
+    p.add_argument("--model", default=str(ROOT / "weights" / "efficientnet_lite0_busi"),
+                   help="model folder both serve (default: weights/efficientnet_lite0_busi)")
+    p.add_argument("--pairs", type=int, default=100, help="one-client request pairs, 0 = skip (default: 100)")
+    p.add_argument("--clients", type=int, default=8, help="clients in the alternating phases (default: 8)")
+    p.add_argument("--seconds", type=float, default=20, help="length of one phase (default: 20)")
+    p.add_argument("--rounds", type=int, default=6, help="phases per side, 0 = skip (default: 6)")
+    args = p.parse_args()
+
+    model = Path(args.model)
+    valid = sorted((ROOT / "examples").glob("busi_*.png"))
+    with ExitStack() as stack:
+        servers = {}
+        for side, root, extra in (("A", ROOT, args.a_args), ("B", args.b_root.resolve(), args.b_args)):
+            temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"tumortrace-ab-{side}-")))
+            servers[side] = stack.enter_context(running_app("--model", str(model), *extra.split(), temp_dir=temp,
+                                                            root=root))
+        print(f"# A: {ROOT} {args.a_args or '(defaults)'}; B: {args.b_root} {args.b_args or '(defaults)'}; "
+              f"model {model.name}")
+        if args.pairs:
+            pairs = one_client_pairs({k: url for k, (url, _) in servers.items()}, valid[0], model.name, args.pairs)
+            print(f"one client, {args.pairs} alternating raw-HTTP pairs: A p50 {pairs['A_p50_ms']:.1f} ms, "
+                  f"B p50 {pairs['B_p50_ms']:.1f} ms, median per-pair B/A {pairs['B_over_A']:.3f}")
+        if args.rounds:
+            rows = alternating_phases(servers, valid, model.name, args.clients, args.seconds, args.rounds)
+            for side, phases in rows.items():
+                med = {k: statistics.median(ph[k] for ph in phases) for k in ("req_s", "p50", "p95", "cpu_ms")}
+                per_phase = " ".join(f"{ph['req_s']:.1f}" for ph in phases)
+                print(f"{args.clients} clients, {side}: req/s per phase {per_phase} (median {med['req_s']:.1f}); "
+                      f"p50 {med['p50']:.0f} ms, p95 {med['p95']:.0f} ms; "
+                      f"server CPU per request {med['cpu_ms']:.0f} ms")
+            ratios = [b["req_s"] / a["req_s"] for a, b in zip(rows["A"], rows["B"])]
+            print(f"{args.clients} clients, throughput B/A per round: {' '.join(f'{r:.2f}' for r in ratios)} "
+                  f"(median {statistics.median(ratios):.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
