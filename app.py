@@ -116,7 +116,7 @@ def read_upload(path: Path, recent: RecentUploads) -> LoadedImage:
             return earlier
         if earlier is not None:
             raise ImageLoadError(path, earlier.reason) from None
-        recent.put(key, exc)
+        recent.put(key, ImageLoadError(path, exc.reason))  # without the traceback, whose frames hold the pixels
         raise
     else:
         recent.put(key, image)
@@ -220,15 +220,14 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             image = read_upload(Path(file), recent)
         except ImageLoadError as exc:
             raise gr.Error(f"Cannot use this file: {exc.reason}") from None
-        pred, heat, shown = classify(loaded, image, cam_method, opacity, encoder)
+        pred, heat_file, slice_file = classify(loaded, image, cam_method, opacity, encoder)
         notes = [f"{k}: {v}" for k, v in image.info.items() if k in ("window", "frame", "inverted", "alpha",
                                                                       "intensity_scaling", "warning")]
         decision = (f"**Decision at the model's validated threshold {pred.threshold:.3f}: {pred.decision}** "
                     f"(P(malignant) = {pred.p_malignant:.3f}; positive class: {POSITIVE_CLASS}). "
                     "Research output, not a diagnosis." + ("\n\n" + " · ".join(notes) if notes else ""))
         log.info("predict: %s, %.0f ms in the handler", loaded.config["arch"], (time.perf_counter() - started) * 1e3)
-        return (pred.probabilities, heat, shown, decision,
-                provenance(loaded, cam_method))
+        return pred.probabilities, heat_file, slice_file, decision, provenance(loaded, cam_method)
 
     def select_model(model_name: str):
         loaded = get_model(model_name)
@@ -298,10 +297,10 @@ def classify(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: 
     (each prediction has cores ÷ concurrency torch threads). Under full load it is the same work as before.
     """
     shown = display_pixels(image)  # gray stays one channel: about half the PNG work
-    slice_file = encoder.submit(cached_image, shown, "image")
+    slice_png = encoder.submit(cached_image, shown, "image")
     pred = predict_image(loaded, image, cam_method)
     heat = cached_image(overlay(shown, pred.cam, opacity), "gradcam", lossless=False)
-    return pred, heat, slice_file.result()
+    return pred, heat, slice_png.result()
 
 
 def _forget_upload(path: Path) -> None:
