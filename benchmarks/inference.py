@@ -155,9 +155,10 @@ def main() -> int:
     rows = []
     for folder in folders:
         t = time.perf_counter()
-        served = load(str(folder), for_inference=True).model  # as the app loads it: verify, fold, script
+        loaded = load(str(folder))  # as the app loads it (load(..., for_inference=True)): verify, then fold, script
+        served = fused_for_inference(loaded.model)
         load_s = time.perf_counter() - t
-        row = bench_model(folder.name, load(str(folder)), served, image, args.runs, args.threads)
+        row = bench_model(folder.name, loaded, served, image, args.runs, args.threads)
         row["load_s"] = load_s
         rows.append(row)
     print()

@@ -17,13 +17,10 @@ anything else (``grad-cam``'s backward pass, other sizes, batches) runs the eage
 """
 from __future__ import annotations
 
-import logging
 import warnings
 
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 
 class ScriptedTrunk(nn.Module):
