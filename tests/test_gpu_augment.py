@@ -1,8 +1,11 @@
 """Batch augmentation on the training device: its geometry matches torchvision's ops, its batches their labels."""
+import collections
 import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torchvision.transforms.v2 import functional as TF
 
 from tumortrace.gpu_augment import DeviceBatches, GpuAugment
@@ -135,3 +138,55 @@ def test_cpu_transform_has_erasing_only_when_asked():
     assert not any(isinstance(t, v2.RandomErasing) for t in train_transform(S, MEAN, STD).transforms)
     erasing = [t for t in train_transform(S, MEAN, STD, 0.3).transforms if isinstance(t, v2.RandomErasing)]
     assert len(erasing) == 1 and erasing[0].p == 0.3
+
+
+class DeviceOps(TorchDispatchMode):
+    """Counts the operations that touch a tensor on ``device``: on a GPU each is a kernel launch or a copy."""
+
+    VIEWS = {"view", "select", "slice", "unsqueeze", "t", "expand", "_unsafe_view", "alias", "as_strided", "detach"}
+
+    def __init__(self, device: str):
+        super().__init__()
+        self.device, self.ops = device, collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        touched = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+        if name not in self.VIEWS and any(t.device.type == self.device for t in touched):
+            self.ops[name] += 1
+        return out
+
+
+@pytest.mark.parametrize("erasing", [0.0, 1.0])
+def test_a_batch_is_a_dozen_device_operations_and_one_parameter_copy(erasing):
+    # The meta device stands in for a GPU: the count is of operations, not of time. The per-image arithmetic
+    # (affine maps, factors, rectangles) is done on the CPU and crosses in one copy; the normalisation
+    # constants are made once per device, not per batch (a per-batch copy from pageable memory blocks the CPU
+    # until the GPU has finished the previous training step).
+    aug = GpuAugment(224, MEAN, STD, erasing=erasing)
+    images = torch.empty(128, 3, 224, 224, dtype=torch.uint8, device="meta")
+    torch.manual_seed(0)
+    aug(images)  # the first batch makes the constants
+    with DeviceOps("meta") as counted:
+        out = aug(images)
+    assert out.shape == (128, 3, 224, 224) and out.dtype == torch.float32
+    copies = counted.ops["_to_copy"] + counted.ops["copy_"]
+    assert copies == 2, counted.ops  # the parameters, and the images to float
+    assert sum(counted.ops.values()) <= (13 if erasing == 0 else 25), counted.ops  # was 57 and 75
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: checks that no batch makes the CPU "
+                                                          "wait for the GPU")
+def test_device_batches_never_wait_for_the_gpu():
+    images = torch.randint(0, 256, (64, 3, S, S), dtype=torch.uint8, device="cuda")
+    batches = DeviceBatches(images, torch.arange(64) % 2, batch_size=16, augment=GpuAugment(S, MEAN, STD, erasing=0.5))
+    next(iter(batches))  # the first batch copies the constants to the GPU
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in batches:
+            pass
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert torch.isfinite(x).all() and len(y) == 16

@@ -9,7 +9,9 @@ images live on the GPU, and flip, rotation and random-resized crop are one affin
 It draws from the same distributions as ``preprocess.train_transform`` with two documented differences:
 one bilinear resampling replaces torchvision's nearest-neighbour rotation followed by a bilinear crop,
 and a crop box larger than the image is clamped to the image instead of re-drawn.
-Random parameters come from the CPU generator (small), so resuming restores them like the rest.
+Random parameters come from the CPU generator (small), so resuming restores them like the rest; the
+per-image arithmetic on them stays on the CPU too, and crosses to the GPU in one asynchronous copy, so a
+batch costs about a dozen kernel launches and never makes the CPU wait for the GPU.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class GpuAugment:
         self.erasing = erasing
         self.degrees, self.scale, self.ratio = degrees, scale, ratio
         self.brightness, self.contrast = brightness, contrast
+        self._constants: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         def uniform(lo, hi):
@@ -57,18 +60,42 @@ class GpuAugment:
             "contrast": uniform(1 - self.contrast, 1 + self.contrast),
         }
 
-    @staticmethod
-    def to_device(params: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-        """All parameters in one pinned, asynchronous copy instead of a dozen small pageable ones.
+    def per_image(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """N×13 float32 on the CPU: all that ``apply`` needs per image, computed where the parameters are.
 
-        Meant to remove a host wait per batch; on an H100 it did not measurably change throughput
-        (benchmarks/README.md): the remaining cost is kernel launches, not these copies.
+        The columns: the 2×3 affine map (6), brightness ÷ 255 (the images stay 0–255 until then), contrast,
+        and the erased rectangle (left, top, width, height, on/off). Doing this arithmetic on the GPU cost
+        some 30 kernel launches on 128 numbers; here it is one host-to-device copy.
         """
-        if device.type != "cuda":
-            return params
-        names = list(params)
-        packed = torch.stack([params[k].double() for k in names]).pin_memory().to(device, non_blocking=True)
-        return {k: (row.bool() if params[k].dtype == torch.bool else row) for k, row in zip(names, packed)}
+        n = len(params["angle"])
+        erase = params.get("erase", torch.zeros(n, dtype=torch.bool))
+        box = [params[k] if k in params else torch.zeros(n, dtype=torch.float64) for k in ("ex", "ey", "ew", "eh")]
+        columns = [*self.affine(params).reshape(n, 6).T, params["brightness"] / 255, params["contrast"],
+                   *box, erase.double()]
+        return torch.stack(columns, 1).float()
+
+    @staticmethod
+    def to_device(packed: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """One pinned, asynchronous copy: a copy from pageable memory makes the CPU wait for the GPU."""
+        if device.type == "cuda":
+            return packed.pin_memory().to(device, non_blocking=True)
+        return packed.to(device)
+
+    def constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(1/std, −mean/std, luma weights, pixel centres), made once per device.
+
+        Made per batch they were blocking copies from pageable memory: each one stopped the CPU until the GPU
+        had finished the previous training step, so the next batch could not be queued ahead.
+        """
+        if device not in self._constants:
+            mean = torch.tensor(self.mean, dtype=torch.float64)
+            std = torch.tensor(self.std, dtype=torch.float64)
+            luma = torch.tensor([0.299, 0.587, 0.114])
+            centres = (torch.arange(self.image_size, dtype=torch.float64) + 0.5) / self.image_size
+            self._constants[device] = tuple(t.float().to(device) for t in
+                                            ((1 / std).view(1, -1, 1, 1), (-mean / std).view(1, -1, 1, 1), luma,
+                                             centres))
+        return self._constants[device]
 
     @staticmethod
     def affine(params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -85,31 +112,32 @@ class GpuAugment:
         return theta
 
     def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """uint8 N×C×S×S (any device) → the model's normalised float input, augmented with ``params``."""
-        x = images.float().div_(255)
-        n, c = x.shape[:2]
-        erase_any = "erase" in params and bool(params["erase"].any())  # decided on the CPU: no GPU sync
-        params = self.to_device(params, x.device)
-        theta = self.affine(params).to(device=x.device, dtype=x.dtype)
-        grid = F.affine_grid(theta, [n, c, self.image_size, self.image_size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        b = params["brightness"].to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
-        k = params["contrast"].to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
-        x = (x * b).clamp_(0, 1)
-        gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]) if c == 3 else x[:, 0]
-        m = gray.mean(dim=(1, 2)).view(-1, 1, 1, 1)
-        x = ((x - m) * k + m).clamp_(0, 1)
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        x = (x - mean) / std
-        if erase_any:
-            pos = (torch.arange(self.image_size, device=x.device, dtype=x.dtype) + 0.5) / self.image_size
+        """uint8 N×C×S×S (any device) → the model's normalised float input, augmented with ``params``.
 
-            def span(start, size):
-                lo = params[start].to(device=x.device, dtype=x.dtype).view(-1, 1)
-                return (pos >= lo) & (pos < lo + params[size].to(device=x.device, dtype=x.dtype).view(-1, 1))
-            box = span("ey", "eh")[:, :, None] & span("ex", "ew")[:, None, :]
-            box &= params["erase"].to(x.device).view(-1, 1, 1)
+        ``params`` live on the CPU (``sample_params``). On the device: one resampling, then brightness,
+        contrast and normalisation as three multiply-adds with clamps, so about a dozen kernels per batch.
+        """
+        n, c = images.shape[:2]
+        erase_any = "erase" in params and bool(params["erase"].any())  # decided on the CPU: no GPU sync
+        per_image = self.to_device(self.per_image(params), images.device)
+        inv_std, shift, luma, centres = self.constants(images.device)
+        theta, brightness, contrast = per_image[:, :6].view(n, 2, 3), per_image[:, 6], per_image[:, 7]
+        grid = F.affine_grid(theta, [n, c, self.image_size, self.image_size], align_corners=False)
+        # resampling is linear, so the 0–255 scale is divided out with the brightness factor below
+        x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = x.mul_(brightness.view(-1, 1, 1, 1)).clamp_(0, 1)
+        channel_means = x.mean(dim=(2, 3))  # the mean of the gray image is the luma-weighted channel means
+        gray_mean = channel_means @ luma if c == 3 else channel_means[:, 0]
+        k = contrast.view(-1, 1, 1, 1)
+        # (x − m)·k + m, as one multiply-add
+        x = torch.addcmul((gray_mean * (1 - contrast)).view(-1, 1, 1, 1), x, k).clamp_(0, 1)
+        x = torch.addcmul(shift, x, inv_std)  # (x − mean) / std
+        if erase_any:
+            def span(start: int):
+                lo, size = per_image[:, start].view(-1, 1), per_image[:, start + 2].view(-1, 1)
+                return (centres >= lo) & (centres < lo + size)
+            box = span(9)[:, :, None] & span(8)[:, None, :]  # rows from top/height, columns from left/width
+            box &= (per_image[:, 12] > 0.5).view(-1, 1, 1)
             x = x.masked_fill(box[:, None], 0.0)  # 0 after normalisation = the mean intensity
         return x
 
