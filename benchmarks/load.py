@@ -78,6 +78,25 @@ def gradio_client(url: str, tls_context):
     return client
 
 
+def app_in_process(model: str) -> str:
+    """Serve the app from this process as `python app.py` does (malloc cap, torch threads, registry); its URL.
+
+    GRADIO_TEMP_DIR must be set before `app` is first imported."""
+    import torch
+
+    import app
+    from apputil import free_port
+    from tumortrace.registry import build_registry
+
+    app.limit_malloc_arenas()
+    torch.set_num_threads(app.threads_per_prediction(0, app.CONCURRENCY))
+    port = free_port()
+    app.build_app(build_registry(model, None)).launch(server_name="127.0.0.1", server_port=port,
+                                                      prevent_thread_lock=True, max_file_size=app.MAX_FILE_SIZE,
+                                                      quiet=True)
+    return f"http://127.0.0.1:{port}/"
+
+
 def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hostile: list[Path], model_name: str,
                 server: psutil.Process | None = None, stock_client: bool = False):
     """Returns (per-request outcomes, wall seconds, CPU seconds used by the server and by this client process)."""
@@ -111,7 +130,7 @@ def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hosti
         return sum(process.cpu_times()[:2]) if process else 0.0  # user + system
 
     me = psutil.Process()
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    threads = [threading.Thread(target=worker, args=(k,), name=f"load-client-{k}") for k in range(clients)]
     start, server_cpu, client_cpu = time.monotonic(), cpu_s(server), cpu_s(me)
     for t in threads:
         t.start()

@@ -35,20 +35,10 @@ def main() -> int:
     args = p.parse_args()
 
     import psutil
-    import torch
 
-    import app
-    from apputil import free_port
-    from load import run_clients
-    from tumortrace.registry import build_registry
+    from load import app_in_process, run_clients
 
-    app.limit_malloc_arenas()
-    torch.set_num_threads(app.threads_per_prediction(0, app.CONCURRENCY))
-    registry = build_registry(args.model, None)
-    port = free_port()
-    app.build_app(registry).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                                   max_file_size=app.MAX_FILE_SIZE, quiet=True)
-    url, name = f"http://127.0.0.1:{port}/", Path(args.model).name
+    url, name = app_in_process(args.model), Path(args.model).name
     valid = sorted((ROOT / "examples").glob("busi_*.png"))
     me = psutil.Process()
     run_clients(url, args.clients, 8, valid, [], name)  # warm-up, as benchmarks/load.py

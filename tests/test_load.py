@@ -32,6 +32,18 @@ def test_trace_memory_reports_rss_against_python_objects(trained_model):
     assert len([l for l in proc.stdout.splitlines() if l.startswith("  ") and "MiB" in l]) == 2
 
 
+def test_server_threads_splits_the_servers_cpu_by_thread_group(trained_model):
+    proc = run_cli("benchmarks/server_threads.py", "--model", str(trained_model), "--clients", "2",
+                   "--seconds", "3", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = next(l for l in proc.stdout.splitlines() if l.startswith("| 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert int(cells[1]) > 0 and "errors" not in row  # requests were served, none failed
+    loop, handlers, encoder, native, total = (float(c) for c in cells[3:8])
+    assert loop > 0 and handlers > 0 and encoder > 0  # each group was found and did work
+    assert abs(loop + handlers + encoder + native - total) < 0.2
+
+
 def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     weights = trained_model.parent
     proc = run_cli("benchmarks/inference.py", "--runs", "3", "--weights", str(weights), "--no-cold-start", timeout=600)

@@ -1,0 +1,101 @@
+"""Where the server's CPU goes per request: the prediction's threads against Gradio's event loop.
+
+    python benchmarks/server_threads.py [--clients 1 8] [--seconds 30]
+
+Runs the app in this process (as benchmarks/trace_memory.py does), drives it with gradio_client threads, and
+reads every thread's CPU time (user + system, /proc/self/task; Linux) before and after each phase. Server
+threads are grouped by what they run: the event loop (the thread whose stack is in uvicorn: HTTP, Gradio's
+queue and pre/post-processing, the event stream, file downloads), the handlers (AnyIO worker threads: decode,
+model, CAM, overlay, the overlay's JPEG), the slice's PNG encoder (tumortrace-encode) and threads without a
+Python name (torch's OpenMP pool). The clients' threads are counted apart and left out of the server total.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="tumortrace-threads-"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+EVENT_LOOP, HANDLERS, ENCODER, NATIVE, CLIENTS = ("event loop (uvicorn + Gradio)", "handlers (AnyIO workers)",
+                                                  "slice PNG encoder", "no Python name (torch/OpenMP)",
+                                                  "clients (not the server)")
+
+
+def thread_cpu_s() -> dict[int, float]:
+    """CPU seconds of every thread of this process, by native thread id."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
+def thread_groups() -> dict[int, str]:
+    """Native thread id → group, from each Python thread's name and current stack."""
+    frames, groups = sys._current_frames(), {}
+    for t in threading.enumerate():
+        frame, in_uvicorn = frames.get(t.ident), False
+        while frame is not None and not in_uvicorn:
+            in_uvicorn = "uvicorn" in frame.f_code.co_filename
+            frame = frame.f_back
+        if in_uvicorn:
+            group = EVENT_LOOP
+        elif t.name.startswith("AnyIO"):
+            group = HANDLERS
+        elif t.name.startswith("tumortrace-encode"):
+            group = ENCODER
+        else:
+            group = CLIENTS  # this script's main thread, load-client-*, gradio_client's pools
+        groups[t.native_id] = group
+    return groups
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="clients per phase (default: 1 8)")
+    p.add_argument("--seconds", type=float, default=30, help="length of one phase (default: 30)")
+    p.add_argument("--model", default=str(ROOT / "weights" / "efficientnet_lite0_busi"),
+                   help="model folder (default: weights/efficientnet_lite0_busi)")
+    args = p.parse_args()
+    if not Path("/proc/self/task").is_dir():
+        print("needs Linux (/proc/self/task)", file=sys.stderr)
+        return 2
+
+    from load import app_in_process, run_clients
+
+    url, name = app_in_process(args.model), Path(args.model).name
+    valid = sorted((ROOT / "examples").glob("busi_*.png"))
+    run_clients(url, max(args.clients), 8, valid, [], name)  # warm-up: every handler thread exists after it
+    print(f"# model {name}; {args.seconds:.0f} s per phase; server CPU ms per request, by thread group")
+    print(f"| clients | requests | req/s | {EVENT_LOOP} | {HANDLERS} | {ENCODER} | {NATIVE} | server total | "
+          "event loop share |\n|---|---|---|---|---|---|---|---|---|")
+    for n in args.clients:
+        before = thread_cpu_s()
+        results, wall, _ = run_clients(url, n, args.seconds, valid, [], name)
+        after, groups = thread_cpu_s(), thread_groups()  # groups read after: the handler threads all exist
+        per_group = Counter()
+        for tid, cpu in after.items():
+            per_group[groups.get(tid, NATIVE)] += cpu - before.get(tid, 0.0)
+        ms = {g: per_group[g] / len(results) * 1e3 for g in (EVENT_LOOP, HANDLERS, ENCODER, NATIVE)}
+        total = sum(ms.values())
+        errors = sum(1 for outcome, _, _ in results if outcome != "ok")
+        print(f"| {n} | {len(results)} | {len(results) / wall:.1f} | {ms[EVENT_LOOP]:.1f} | {ms[HANDLERS]:.1f} | "
+              f"{ms[ENCODER]:.1f} | {ms[NATIVE]:.1f} | {total:.1f} | {ms[EVENT_LOOP] / total:.0%} |"
+              + (f" ({errors} errors)" if errors else ""), flush=True)
+    os._exit(0)  # the Gradio server threads would keep the process alive
+
+
+if __name__ == "__main__":
+    main()
