@@ -11,7 +11,8 @@ one bilinear resampling replaces torchvision's nearest-neighbour rotation follow
 and a crop box larger than the image is clamped to the image instead of re-drawn.
 Random parameters come from the CPU generator (small), so resuming restores them like the rest; the
 per-image arithmetic on them stays on the CPU too, and crosses to the GPU in one asynchronous copy, so a
-batch costs about a dozen kernel launches and never makes the CPU wait for the GPU.
+batch costs about a dozen kernel launches and should never make the CPU wait for the GPU (a CUDA-only test,
+``test_device_batches_never_wait_for_the_gpu``, checks this with torch's sync debug mode).
 """
 from __future__ import annotations
 
