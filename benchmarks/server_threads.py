@@ -7,7 +7,7 @@ reads every thread's CPU time (user + system, /proc/self/task; Linux) before and
 threads are grouped by what they run: the event loop (the thread whose stack is in uvicorn: HTTP, Gradio's
 queue and pre/post-processing, the event stream, file downloads), the handlers (AnyIO worker threads: decode,
 model, CAM, overlay, the overlay's JPEG), the slice's PNG encoder (tumortrace-encode) and threads without a
-Python name (torch's OpenMP pool). The clients' threads are counted apart and left out of the server total.
+Python name (torch's OpenMP pool). The clients' threads (this script's) are left out.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def main() -> int:
         print("needs Linux (/proc/self/task)", file=sys.stderr)
         return 2
 
-    from load import app_in_process, run_clients
+    from load import app_in_process, run_clients, summarize
 
     url, name = app_in_process(args.model), Path(args.model).name
     valid = sorted((ROOT / "examples").glob("busi_*.png"))
@@ -89,11 +89,11 @@ def main() -> int:
         for tid, cpu in after.items():
             per_group[groups.get(tid, NATIVE)] += cpu - before.get(tid, 0.0)
         ms = {g: per_group[g] / len(results) * 1e3 for g in (EVENT_LOOP, HANDLERS, ENCODER, NATIVE)}
-        total = sum(ms.values())
-        errors = sum(1 for outcome, _, _ in results if outcome != "ok")
-        print(f"| {n} | {len(results)} | {len(results) / wall:.1f} | {ms[EVENT_LOOP]:.1f} | {ms[HANDLERS]:.1f} | "
-              f"{ms[ENCODER]:.1f} | {ms[NATIVE]:.1f} | {total:.1f} | {ms[EVENT_LOOP] / total:.0%} |"
-              + (f" ({errors} errors)" if errors else ""), flush=True)
+        total, summary = sum(ms.values()), summarize(results, wall)
+        errors = len(summary["unexpected"])
+        print(f"| {n} | {len(results)} | {summary['throughput_per_s']:.1f} | {ms[EVENT_LOOP]:.1f} | "
+              f"{ms[HANDLERS]:.1f} | {ms[ENCODER]:.1f} | {ms[NATIVE]:.1f} | {total:.1f} | "
+              f"{ms[EVENT_LOOP] / total:.0%} |" + (f" ({errors} errors)" if errors else ""), flush=True)
     os._exit(0)  # the Gradio server threads would keep the process alive
 
 
