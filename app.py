@@ -443,6 +443,20 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
+def server_stack(demo: gr.Blocks) -> str:
+    """The event loop and HTTP parser the running server uses, e.g. "uvloop event loop, httptools HTTP parser".
+
+    Gradio leaves both to uvicorn's "auto", which takes uvloop and httptools when they are installed
+    (requirements.txt) and asyncio and the pure-Python h11 otherwise: a third of the server's CPU per
+    request is this event loop's (benchmarks/README.md), so the log says which one runs."""
+    try:
+        loop = type(demo.server.servers[0].get_loop()).__module__.split(".")[0]
+        http = demo.server.config.http_protocol_class.__module__.rsplit(".", 1)[-1].removesuffix("_impl")
+    except (AttributeError, IndexError):
+        return "event loop and HTTP parser unknown"
+    return f"{loop} event loop, {http} HTTP parser"
+
+
 def main(args: argparse.Namespace) -> int:
     limit_malloc_arenas()
     try:
@@ -467,9 +481,9 @@ def main(args: argparse.Namespace) -> int:
     if args.share and not demo.share_url:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)
-    log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each",
+    log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s",
              len(registry.models), args.host, args.port, f" and {demo.share_url}" if demo.share_url else "",
-             args.concurrency, torch.get_num_threads())
+             args.concurrency, torch.get_num_threads(), server_stack(demo))
     try:
         demo.block_thread()
     finally:

@@ -1,10 +1,10 @@
 """A/B of two app servers running at the same time, so the machine's drift hits both alike.
 
-    python benchmarks/ab.py --b-args="--no-torchscript" [--b-root ../old-checkout] [--pairs 100]
-                            [--clients 8 --seconds 20 --rounds 6]
+    python benchmarks/ab.py --b-args="--no-torchscript" [--b-root ../old-checkout] [--b-env KEY=VALUE ...]
+                            [--pairs 100] [--clients 8 --seconds 20 --rounds 6]
 
 A is `python app.py` of this checkout with --a-args; B is app.py of --b-root (default: this checkout) with
---b-args. Whole benchmark runs one after the other cannot separate a 10 ms change on these shared machines
+--b-args and --b-env added to its environment (e.g. PYTHONPATH=DIR to shadow an installed package). Whole benchmark runs one after the other cannot separate a 10 ms change on these shared machines
 (the server's CPU time per request moved 79–100 ms between runs of the same code), so:
 
 - one client: raw-HTTP requests alternate between A and B (order swapped every pair); prints each side's
@@ -21,6 +21,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -67,11 +68,24 @@ def alternating_phases(servers: dict, valid: list[Path], model_name: str, client
     return rows
 
 
+def serving_line(log_path: Path, timeout: float = 30) -> str:
+    """The app's "serving ..." log line (logged just after it starts answering): threads, loop, HTTP parser."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = next((l for l in log_path.read_text().splitlines() if " serving " in l), None)
+        if line:
+            return line
+        time.sleep(0.2)
+    return "(no serving line in the app's log)"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--a-args", default="", help="options for A's app.py (default: none)")
     p.add_argument("--b-args", default="", help="options for B's app.py, e.g. \"--no-torchscript\" (default: none)")
     p.add_argument("--b-root", type=Path, default=ROOT, help="checkout whose app.py is B (default: this one)")
+    p.add_argument("--b-env", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="environment variables for B's process only (default: none)")
     p.add_argument("--model", default=str(ROOT / "weights" / "efficientnet_lite0_busi"),
                    help="model folder both serve (default: weights/efficientnet_lite0_busi)")
     p.add_argument("--pairs", type=int, default=100, help="one-client request pairs, 0 = skip (default: 100)")
@@ -84,12 +98,15 @@ def main() -> int:
     valid = sorted((ROOT / "examples").glob("busi_*.png"))
     with ExitStack() as stack:
         servers = {}
-        for side, root, extra in (("A", ROOT, args.a_args), ("B", args.b_root.resolve(), args.b_args)):
+        b_env = dict(item.split("=", 1) for item in args.b_env)
+        for side, root, extra, env in (("A", ROOT, args.a_args, {}), ("B", args.b_root.resolve(), args.b_args, b_env)):
             temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"tumortrace-ab-{side}-")))
             servers[side] = stack.enter_context(running_app("--model", str(model), *extra.split(), temp_dir=temp,
-                                                            root=root))
-        print(f"# A: {ROOT} {args.a_args or '(defaults)'}; B: {args.b_root} {args.b_args or '(defaults)'}; "
-              f"model {model.name}")
+                                                            root=root, env=env))
+        print(f"# A: {ROOT} {args.a_args or '(defaults)'}; B: {args.b_root} {args.b_args or '(defaults)'}"
+              f"{' ' + ' '.join(args.b_env) if args.b_env else ''}; model {model.name}")
+        for side, (_, proc) in servers.items():
+            print(f"# {side} serves with: {serving_line(proc.log_path).rsplit('; ', 1)[-1]}")
         if args.pairs:
             pairs = one_client_pairs({k: url for k, (url, _) in servers.items()}, valid[0], model.name, args.pairs)
             print(f"one client, {args.pairs} alternating raw-HTTP pairs: A p50 {pairs['A_p50_ms']:.1f} ms, "

@@ -193,6 +193,8 @@ def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
             time.sleep(0.2)
         log = proc.log_path.read_text()
     assert "3 prediction(s) at once, 2 torch thread(s) each" in log, log[-2000:]
+    # requirements.txt installs both; Gradio leaves the choice to uvicorn's "auto"
+    assert "uvloop event loop, httptools HTTP parser" in log, log[-2000:]
     bad = run_cli("app.py", "--concurrency", "0")
     assert bad.returncode == 2 and "must be at least 1" in bad.stderr
     bad = run_cli("app.py", "--threads", "-1")

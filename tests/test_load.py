@@ -57,12 +57,17 @@ def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     assert ratio > 1  # the app's path includes the forward, so it cannot be cheaper than it
 
 
-def test_ab_benchmark_compares_two_servers_running_at_once(trained_model):
+def test_ab_benchmark_compares_two_servers_running_at_once(trained_model, tmp_path):
+    for package in ("uvloop", "httptools"):  # shadowed in B only, through --b-env
+        (tmp_path / f"{package}.py").write_text("raise ImportError('shadowed for the test')\n")
     proc = run_cli("benchmarks/ab.py", "--model", str(trained_model), "--b-args=--no-torchscript", "--pairs", "3",
-                   "--clients", "2", "--seconds", "3", "--rounds", "1", timeout=600)
+                   "--clients", "2", "--seconds", "3", "--rounds", "1", "--b-env", f"PYTHONPATH={tmp_path}",
+                   timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert lines[0].endswith(f"B: {ROOT} --no-torchscript; model {trained_model.name}")
+    assert lines[0].endswith(f"B: {ROOT} --no-torchscript PYTHONPATH={tmp_path}; model {trained_model.name}")
+    assert lines[1] == "# A serves with: uvloop event loop, httptools HTTP parser"
+    assert lines[2] == "# B serves with: asyncio event loop, h11 HTTP parser"
     pair = next(l for l in lines if l.startswith("one client, 3 alternating raw-HTTP pairs"))
     assert float(pair.rsplit(" ", 1)[1]) > 0  # median per-pair B/A
     for side in "AB":
