@@ -210,14 +210,21 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         except ModelLoadError as exc:
             raise gr.Error(str(exc)) from None
 
-    def predict(file: str | None, model_name: str, opacity: float = 0.45):
-        """Classify one uploaded slice: probabilities, Grad-CAM overlay, provenance (API: /predict)."""
+    def predict(file: dict | None, model_name: str, opacity: float = 0.45) -> list:
+        """Classify one uploaded slice: probabilities, Grad-CAM overlay, provenance (API: /predict).
+
+        Wired with Gradio's pre- and postprocessing off, so the inputs and outputs are Gradio's wire format
+        (the upload as a FileData dict whose path Gradio has checked is in its upload folder). The
+        components' own preprocess and postprocess run here instead: Gradio would run each of the eight in
+        a worker thread of its own, and those hops were ~6 ms of a lone request's ~80 (benchmarks/README.md).
+        """
+        model_name, opacity = model_choice.preprocess(model_name), opacity_slider.preprocess(opacity)
         if not file:
             raise gr.Error("Upload an image first (PNG, JPEG, TIFF, BMP or DICOM).")
         started = time.perf_counter()
         loaded = get_model(model_name)
         try:
-            image = read_upload(Path(file), recent)
+            image = read_upload(Path(file["path"]), recent)
         except ImageLoadError as exc:
             raise gr.Error(f"Cannot use this file: {exc.reason}") from None
         pred, heat_file, slice_file = classify(loaded, image, cam_method, opacity, encoder)
@@ -227,7 +234,8 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                     f"(P(malignant) = {pred.p_malignant:.3f}; positive class: {POSITIVE_CLASS}). "
                     "Research output, not a diagnosis." + ("\n\n" + " · ".join(notes) if notes else ""))
         log.info("predict: %s, %.0f ms in the handler", loaded.config["arch"], (time.perf_counter() - started) * 1e3)
-        return pred.probabilities, heat_file, slice_file, decision, provenance(loaded, cam_method)
+        values = (pred.probabilities, heat_file, slice_file, decision, provenance(loaded, cam_method))
+        return [_wire(component.postprocess(value)) for component, value in zip(outputs, values)]
 
     def select_model(model_name: str):
         loaded = get_model(model_name)
@@ -250,7 +258,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                 with gr.Row():
                     with gr.Column():
                         upload = UploadFile(label="Image slice (PNG, JPEG, TIFF, 16-bit, DICOM .dcm)", type="filepath")
-                        opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Grad-CAM opacity")
+                        opacity_slider = gr.Slider(0, 1, value=0.45, step=0.05, label="Grad-CAM opacity")
                         run = gr.Button("Classify", variant="primary")
                         if examples:
                             gr.Examples(examples, inputs=upload, label="Example slices (shipped in examples/)")
@@ -258,7 +266,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                         # No heading: the arg-max class would contradict the decision at the validated threshold.
                         probs = gr.Label(num_top_classes=2, label="Probabilities (benign / malignant)",
                                          show_heading=False)
-                        decision = gr.Markdown(label="decision")
+                        decision_text = gr.Markdown(label="decision")
                 with gr.Row():
                     heat = gr.Image(label="Grad-CAM for the malignant class", format="png", type="numpy",
                                     height=380, buttons=["download", "fullscreen"])
@@ -277,8 +285,9 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                 card = gr.Markdown()
 
         # wiring
-        outputs = [probs, heat, raw, decision, prov]
-        run.click(predict, [upload, model_choice, opacity], outputs, api_name="predict")
+        outputs = [probs, heat, raw, decision_text, prov]
+        run.click(predict, [upload, model_choice, opacity_slider], outputs, api_name="predict",
+                  preprocess=False, postprocess=False)
         view = [header, metrics, roc, curves, thr, thr_table, card]
         model_choice.change(select_model, model_choice, view, api_visibility="private")
         thr.change(move_threshold, [model_choice, thr], thr_table, api_visibility="private")
@@ -344,6 +353,11 @@ def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
     else:
         atomic_write_bytes(path, data, durable=False)  # never a half-written file where a concurrent client reads
     return str(path)
+
+
+def _wire(value):
+    """A component's postprocessed value as Gradio sends it (its data models as plain dicts)."""
+    return value.model_dump() if hasattr(value, "model_dump") else value
 
 
 def _read_json(path: Path | None) -> dict | None:

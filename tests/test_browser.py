@@ -47,3 +47,20 @@ def test_upload_classify_and_tabs(trained_model, manifest_data, tmp_path):
         page.screenshot(path=str(shots / "about.png"), full_page=True)
         browser.close()
     assert (shots / "predict.png").stat().st_size > 10_000
+
+
+def test_an_example_slice_classifies(trained_model, tmp_path):
+    """The shipped examples reach the handler as Gradio's own cached copies, not uploads: one click through."""
+    example = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "examples").glob("busi_*.png"))[0]
+    with running_app("--model", str(trained_model), temp_dir=tmp_path) as (url, _), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(url, wait_until="networkidle")
+        page.get_by_text(example).first.click()
+        page.get_by_role("button", name="Classify").click()
+        page.get_by_text("Decision at the model's validated threshold").wait_for(timeout=60_000)
+        assert "Cannot use this file" not in page.inner_text("body")
+        overlay = page.locator("img[src*='gradcam.jpg']")
+        overlay.wait_for(timeout=30_000)
+        assert page.evaluate("(img) => img.complete && img.naturalWidth > 0", overlay.element_handle())
+        browser.close()
