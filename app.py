@@ -329,7 +329,9 @@ def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
 
     The slice itself is a lossless PNG at zlib level 1 with the run-length strategy (Gradio's default level
     costs ~90 ms per 770×590 slice here; level 1 ~12 ms; RLE a little less and 16–20% fewer bytes than
-    level 1's default on ultrasound and MR-like slices: speckle gives LZ matching little to find). The
+    level 1's default on ultrasound and MR-like slices: speckle gives LZ matching little to find) and
+    every row filtered with "Sub" (libpng otherwise tries all five filters on every row: 10.6 → 6.6 ms
+    for a 766×588 BUSI slice, 5.0 → 2.7 ms for a 512² MR-like one, for 3–6% more bytes). The
     Grad-CAM overlay is a visualisation and goes out as a JPEG at quality 90 (~2 ms, a third of the
     bytes), as Gradio itself sends lossy WebP by default. No fsync: the cache is temporary.
     """
@@ -338,7 +340,8 @@ def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
     import cv2
 
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ext, params = ((".png", [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
+    ext, params = ((".png", [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+                             cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB])
                    if lossless
                    else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
     ok, encoded = cv2.imencode(ext, bgr, params)

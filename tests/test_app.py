@@ -291,3 +291,20 @@ def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monk
     assert Image.open(heat).format == "JPEG" and Image.open(heat).size == (120, 90)
     reference = overlay(expected, real(loaded, image, "fast-cam").cam, 0.45)
     assert heat == app.cached_image(reference, "gradcam", lossless=False)  # content-addressed: the same bytes
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (64, 48, 3)])
+def test_the_slice_png_is_lossless_gray_and_rgb(tmp_path, monkeypatch, shape):
+    """The slice goes out as a PNG with one row filter and zlib level 1: fast, and still bit-exact (Pillow reads
+    it back; RGB order kept), with a smooth half where the filter matters and a noisy half where it does not."""
+    import app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    ramp = np.linspace(0, 255, shape[1]).astype(np.uint8)
+    pixels[: shape[0] // 2] = ramp[:, None] if len(shape) == 3 else ramp
+    path = app.cached_image(pixels, "image")
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert np.array_equal(np.asarray(im), pixels)
