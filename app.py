@@ -216,7 +216,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         Wired with Gradio's pre- and postprocessing off, so the inputs and outputs are Gradio's wire format
         (the upload as a FileData dict whose path Gradio has checked is in its upload folder). The
         components' own preprocess and postprocess run here instead: Gradio would run each of the eight in
-        a worker thread of its own, and those hops were ~6 ms of a lone request's ~80 (benchmarks/README.md).
+        a worker thread of its own, ~7 ms of Gradio's time around a lone request (benchmarks/README.md).
         """
         model_name, opacity = model_choice.preprocess(model_name), opacity_slider.preprocess(opacity)
         if not file:

@@ -4,8 +4,9 @@
                             [--pairs 100] [--clients 8 --seconds 20 --rounds 6]
 
 A is `python app.py` of this checkout with --a-args; B is app.py of --b-root (default: this checkout) with
---b-args and --b-env added to its environment (e.g. PYTHONPATH=DIR to shadow an installed package). Whole benchmark runs one after the other cannot separate a 10 ms change on these shared machines
-(the server's CPU time per request moved 79–100 ms between runs of the same code), so:
+--b-args, and --b-env added to its environment (e.g. PYTHONPATH=DIR to shadow an installed package). Whole
+benchmark runs one after the other cannot separate a 10 ms change on these shared machines (the server's
+CPU time per request moved 79–100 ms between runs of the same code), so:
 
 - one client: raw-HTTP requests alternate between A and B (order swapped every pair); prints each side's
   p50 round trip and the median of the per-pair ratios B/A;
