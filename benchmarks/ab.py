@@ -22,7 +22,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from apputil import running_app  # noqa: E402
+from apputil import running_app, serving_line  # noqa: E402
 from load import raw_http_request, run_clients, summarize  # noqa: E402
 
 
@@ -69,17 +68,6 @@ def alternating_phases(servers: dict, valid: list[Path], model_name: str, client
     return rows
 
 
-def serving_line(log_path: Path, timeout: float = 30) -> str:
-    """The app's "serving ..." log line (logged just after it starts answering): threads, loop, HTTP parser."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = next((l for l in log_path.read_text().splitlines() if " serving " in l), None)
-        if line:
-            return line
-        time.sleep(0.2)
-    return "(no serving line in the app's log)"
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--a-args", default="", help="options for A's app.py (default: none)")
@@ -107,7 +95,8 @@ def main() -> int:
         print(f"# A: {ROOT} {args.a_args or '(defaults)'}; B: {args.b_root} {args.b_args or '(defaults)'}"
               f"{' ' + ' '.join(args.b_env) if args.b_env else ''}; model {model.name}")
         for side, (_, proc) in servers.items():
-            print(f"# {side} serves with: {serving_line(proc.log_path).rsplit('; ', 1)[-1]}")
+            line = serving_line(proc.log_path) or "(no serving line in the app's log)"
+            print(f"# {side} serves with: {line.rsplit('; ', 1)[-1]}")
         if args.pairs:
             pairs = one_client_pairs({k: url for k, (url, _) in servers.items()}, valid[0], model.name, args.pairs)
             print(f"one client, {args.pairs} alternating raw-HTTP pairs: A p50 {pairs['A_p50_ms']:.1f} ms, "

@@ -54,3 +54,14 @@ def running_app(*args: str, env: dict | None = None, temp_dir: Path | None = Non
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def serving_line(log_path: Path, timeout: float = 30) -> str | None:
+    """The app's "serving ..." log line (threads, event loop, HTTP parser), or None if it is not logged in
+    ``timeout`` s: it is logged just after the server starts answering, so ``running_app`` may return first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = next((l for l in log_path.read_text().splitlines() if " serving " in l), None)
+        if line or time.monotonic() > deadline:
+            return line
+        time.sleep(0.2)

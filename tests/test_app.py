@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apputil import running_app
+from apputil import running_app, serving_line
 from conftest import run_cli
 from hostile import CASES, write_case
 
@@ -187,10 +187,7 @@ def test_torch_threads_share_the_cores_between_concurrent_predictions():
 def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
     with running_app("--model", str(trained_model), "--concurrency", "3", "--threads", "2",
                      temp_dir=tmp_path) as (url, proc):
-        import time
-        deadline = time.monotonic() + 30  # the line is logged just after the server starts answering
-        while "serving" not in proc.log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        serving_line(proc.log_path)
         log = proc.log_path.read_text()
     assert "3 prediction(s) at once, 2 torch thread(s) each" in log, log[-2000:]
     # requirements.txt installs both; Gradio leaves the choice to uvicorn's "auto"
