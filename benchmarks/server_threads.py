@@ -36,7 +36,7 @@ def thread_cpu_s() -> dict[int, float]:
     for tid in os.listdir("/proc/self/task"):
         try:
             fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # the thread ended
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended: before the open, or between open and read
             continue
         out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return out
