@@ -116,3 +116,18 @@ def test_gray_slices_stay_one_channel_for_display_with_the_same_pixels(shape):
     np.testing.assert_array_equal(overlay(shown, cam), overlay(rgb, cam))
     colour = LoadedImage(rng.uniform(0, 1, shape + (3,)).astype(np.float32))
     assert display_pixels(colour).shape[2] == 3
+
+
+@pytest.mark.parametrize("shape", [(588, 766), (40, 30, 3)])
+def test_overlay_colours_are_opencvs_jet_exactly(shape):
+    """The overlay's own RGB colour table gives the same pixels as COLORMAP_JET + BGR→RGB, blended."""
+    import cv2
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    cam = rng.uniform(-0.1, 1.1, (14, 14)).astype(np.float32)  # out of range too: clipped first
+    h, w = shape[:2]
+    mask = np.clip(cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
+    heat = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    for opacity in (0.0, 0.3, 1.0):
+        np.testing.assert_array_equal(overlay(image, cam, opacity), cv2.addWeighted(heat, opacity, rgb, 1 - opacity, 0))

@@ -62,17 +62,24 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarr
     rgb: H×W×3 or H×W (grayscale) uint8, or float in [0,1].
 
     The same JET colouring and weighting as grad-cam's ``show_cam_on_image``, blended in uint8 (about 5×
-    faster on a large slice); it skips that function's final rescale by the blend's maximum.
+    faster on a large slice); it skips that function's final rescale by the blend's maximum. The colour
+    table is JET in RGB order, built once: ``COLORMAP_JET`` rebuilds its table on every call and gives BGR
+    (the same pixels, 2.0 → 1.4 ms for a 766×588 slice).
     """
     h, w = rgb.shape[:2]
     opacity = float(np.clip(opacity, 0.0, 1.0))
     mask = cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.applyColorMap(np.uint8(255 * np.clip(mask, 0, 1)), cv2.COLORMAP_JET)
-    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+    np.clip(mask, 0, 1, out=mask)
+    mask *= 255
+    heat = cv2.applyColorMap(mask.astype(np.uint8), _JET_RGB)  # truncated to uint8, as grad-cam does
     image = rgb if rgb.dtype == np.uint8 else np.uint8(np.clip(rgb, 0, 1) * 255 + 0.5)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     return cv2.addWeighted(heat, opacity, image, 1.0 - opacity, 0.0)
+
+
+_JET_RGB = np.ascontiguousarray(
+    cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[..., ::-1])  # 256×1×3
 
 
 def peak_in_mask(cam: np.ndarray, lesion_mask: np.ndarray) -> bool:
