@@ -25,10 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 from tumortrace.cam import gradcam_reference, overlay, predict_with_cam  # noqa: E402
 from tumortrace.checkpoint import load  # noqa: E402
-from tumortrace.fusion import fused_for_inference  # noqa: E402
+from tumortrace.fusion import fused_for_inference, is_scripted  # noqa: E402
 from tumortrace.images import load_image  # noqa: E402
 from tumortrace.inference import display_pixels  # noqa: E402
 from tumortrace.preprocess import model_input  # noqa: E402
+from tumortrace.scripted import script_trunk  # noqa: E402
 
 
 def timed_alternating(fns, runs: int, warmup: int = 5) -> tuple[dict, ...]:
@@ -117,9 +118,23 @@ def bench_model(name: str, loaded, served, image, runs: int, threads: int) -> di
         _, cam = predict_with_cam(served, xi)
         overlay(rgb, cam)
 
-    row = {"model": name, "flops": forward_flops(model, x)}
-    row["forward"], row["forward_folded"], row["forward_served"], row["fast"] = timed_alternating(
-        (forward_no_grad, folded_forward_no_grad, served_forward_no_grad, fast), runs)
+    # The served trunk against the same frozen trunk made the way this project served it before
+    # (optimize_for_inference instead of the oneDNN Graph fuser), in the same alternating loop.
+    ofi_trunk = script_trunk(served.features.eager, x, onednn_graph=False) if is_scripted(served) else None
+
+    def served_trunk():
+        with torch.no_grad():
+            served.features(x)
+
+    def ofi_trunk_run():
+        with torch.no_grad():
+            ofi_trunk(x)
+
+    row = {"model": name, "flops": forward_flops(model, x),
+           "trunk": getattr(served.features, "optimisation", "eager").split(" (")[0]}
+    row["forward"], row["forward_folded"], row["forward_served"], row["fast"], row["trunk_served"], row["trunk_ofi"] = (
+        timed_alternating((forward_no_grad, folded_forward_no_grad, served_forward_no_grad, fast, served_trunk,
+                           ofi_trunk_run if ofi_trunk is not None else served_trunk), runs))
     row["forward_inference_mode"] = timed(forward_inference_mode, runs)
     row["baseline"] = timed(baseline, runs)
     model_cl = model.to(memory_format=torch.channels_last)
@@ -165,8 +180,8 @@ def main() -> int:
     print("| model | GFLOPs | floor ms | forward ms | inference_mode | channels_last | 1 thread | BN folded "
           "| served (folded + TorchScript) | served/forward | baseline (fwd + grad-cam) "
           "| app path (served fwd + CAM + overlay) | baseline/forward | app path/served forward | app path/forward "
-          "| load s (as served) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| load s (as served) | served trunk | its trunk ms | optimize_for_inference trunk ms | trunk ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         f, folded, served = r["forward"]["p50"], r["forward_folded"]["p50"], r["forward_served"]["p50"]
         print(f"| {r['model']} | {r['flops'] / 1e9:.2f} | {r['flops'] / 1e9 / gflops * 1e3:.1f} | {f:.1f} | "
@@ -174,7 +189,9 @@ def main() -> int:
               f"{r['forward_1_thread']['p50']:.1f} | {folded:.1f} | {served:.1f} | {served / f:.2f} | "
               f"{r['baseline']['p50']:.1f} (p95 {r['baseline']['p95']:.1f}) | "
               f"{r['fast']['p50']:.1f} (p95 {r['fast']['p95']:.1f}) | {r['baseline']['p50'] / f:.2f} | "
-              f"{r['fast']['p50'] / served:.2f} | {r['fast']['p50'] / f:.2f} | {r['load_s']:.2f} |")
+              f"{r['fast']['p50'] / served:.2f} | {r['fast']['p50'] / f:.2f} | {r['load_s']:.2f} | {r['trunk']} | "
+              f"{r['trunk_served']['p50']:.1f} | {r['trunk_ofi']['p50']:.1f} | "
+              f"{r['trunk_served']['p50'] / r['trunk_ofi']['p50']:.2f} |")
     print(f"\npeak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if not args.no_cold_start:
         print(f"app cold start (new process: imports + load all models): {cold_start_s():.1f} s")

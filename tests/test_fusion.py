@@ -1,5 +1,6 @@
 import copy
 import logging
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch import nn
 from tumortrace.cam import gradcam_reference, predict_with_cam
 from tumortrace.checkpoint import load_model
 from tumortrace.efficientnet_lite import SameConv2d
-from tumortrace import fusion
+from tumortrace import fusion, scripted
 from tumortrace.fusion import SymmetricSameConv2d, fused_for_inference, is_scripted
 from tumortrace.models import ARCHS, TumorClassifier
 from tumortrace.preprocess import model_input
@@ -78,7 +79,9 @@ def test_grad_cam_still_runs_on_the_served_model(model):
     x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(3))
     _, cam_ref = gradcam_reference(fused, x)
     _, cam_fast = predict_with_cam(fused, x)
-    assert np.abs(cam_ref - cam_fast).max() <= 1e-4
+    # The fast CAM runs oneDNN's fused kernels, which sum in another order: a random EfficientNet-B0's CAM
+    # moves by up to ~3e-4 from float32 rounding alone (first test; 1.5e-4 here). Shipped models: 1e-4, below.
+    assert np.abs(cam_ref - cam_fast).max() <= (3e-4 if model.arch == "efficientnet_b0" else 1e-4)
 
 
 def test_lite0_symmetric_padding_moves_into_the_convolution():
@@ -217,9 +220,9 @@ def test_a_torchscript_trunk_that_changes_outputs_is_not_served(model, monkeypat
     real = fusion.script_trunk
 
     def one_percent_off(trunk, example):
-        scripted = real(trunk, example)
-        scripted.scripted = _Spy(scripted.scripted, [], scale=1.01)
-        return scripted
+        served_trunk = real(trunk, example)
+        served_trunk.scripted = _Spy(served_trunk.scripted, [], scale=1.01)
+        return served_trunk
 
     monkeypatch.setattr(fusion, "script_trunk", one_percent_off)
     with caplog.at_level(logging.WARNING, logger="tumortrace.fusion"):
@@ -230,11 +233,39 @@ def test_a_torchscript_trunk_that_changes_outputs_is_not_served(model, monkeypat
         assert torch.allclose(served.features(x), fused_for_inference(model, torchscript=False).features(x), atol=1e-5)
 
 
-def test_concurrent_predictions_on_the_torchscript_trunk_get_their_own_answers():
-    """The app runs two predictions at once on threads, on one shared served model."""
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="PyTorch ships its oneDNN Graph fuser in x86-64 builds; elsewhere the fallback below serves")
+def test_the_trunk_is_fused_by_onednn_graph_and_the_switch_is_put_back(model):
+    """On this platform's torch (x86-64 Linux wheel) the oneDNN Graph fuser takes the trunk; the fuser's
+    process-wide switch is on only while a trunk is built, so nothing else in the process is fused."""
+    before = torch.jit.onednn_fusion_enabled()
+    served = fused_for_inference(model)
+    assert torch.jit.onednn_fusion_enabled() == before
+    assert is_scripted(served) and served.features.optimisation.startswith("oneDNN Graph fusion (")
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(7))
+    assert scripted.fused_groups(served.features.scripted, x) > 0
+    with torch.inference_mode():  # the plan fused while the switch was on is the one that runs after it
+        assert (served.features(x) - fused_for_inference(model, torchscript=False).features(x)).abs().max() <= 1e-4
+
+
+def test_where_nothing_is_fused_the_trunk_is_optimised_for_inference(model, monkeypatch, caplog):
+    monkeypatch.setattr(scripted, "fused_groups", lambda module, example: 0)  # a torch build without the fuser
+    with caplog.at_level(logging.INFO, logger="tumortrace.fusion"):
+        served = fused_for_inference(model)
+    assert is_scripted(served) and served.features.optimisation == "optimize_for_inference"
+    assert "optimize_for_inference (probabilities within" in caplog.text
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(8))
+    with torch.inference_mode():
+        assert (served.features(x) - fused_for_inference(model, torchscript=False).features(x)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("shipped", SHIPPED, ids=lambda p: p.name)
+def test_concurrent_predictions_on_the_torchscript_trunk_get_their_own_answers(shipped):
+    """The app runs two predictions at once on threads, on one shared served model (each shipped
+    architecture: the fuser makes different partitions for each)."""
     import threading
 
-    served = load_model(SHIPPED[0], for_inference=True).model
+    served = load_model(shipped, for_inference=True).model
     assert is_scripted(served)
     size = served.image_size
     inputs = [torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(k)) for k in range(6)]

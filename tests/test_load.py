@@ -51,7 +51,9 @@ def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     lines = proc.stdout.splitlines()
     row = next(l for l in lines if l.startswith(f"| {trained_model.name} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 16 and float(cells[9]) > 0  # served / forward
+    assert len(cells) == 20 and float(cells[9]) > 0  # served / forward
+    assert cells[16] in ("oneDNN Graph fusion", "optimize_for_inference")  # which one the served trunk uses
+    assert float(cells[17]) > 0 and float(cells[18]) > 0  # both trunks ran
     assert lines[-2] == f"slowest model: {trained_model.name}"
     ratio = float(lines[-1].removeprefix("predict+cam/forward ratio: "))
     assert ratio > 1  # the app's path includes the forward, so it cannot be cheaper than it

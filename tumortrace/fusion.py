@@ -127,8 +127,8 @@ def fused_for_inference(model: nn.Module, torchscript: bool = True) -> nn.Module
                         "relative): serving the eager trunk", arch, prob_err, feat_err)
             fused.features = trunk.eager
         else:
-            log.info("%s: TorchScript trunk frozen for %s inputs (probabilities within %.1g)",
-                     arch, "×".join(map(str, example.shape)), prob_err)
+            log.info("%s: TorchScript trunk frozen for %s inputs, %s (probabilities within %.1g)",
+                     arch, "×".join(map(str, example.shape)), trunk.optimisation, prob_err)
     return fused
 
 

@@ -2,9 +2,13 @@
 
 Why: in eager mode PyTorch runs 1×1 convolutions on one thread through im2col + GEMM with a copy each
 (``_slow_conv2d_forward`` was 52% of a one-thread EfficientNet-Lite0 forward in ``torch.profiler``), and
-applies ReLU6 and TensorFlow-"SAME" padding as passes of their own. ``torch.jit.freeze`` followed by
-``optimize_for_inference`` pre-packs the weights for oneDNN and fuses the activations into the convolutions:
-a Lite0 forward takes 0.67–0.74× the time, ResNet18 0.84–0.86× (1 and 2 threads; benchmarks/README.md).
+applies ReLU6 and TensorFlow-"SAME" padding as passes of their own. The traced trunk is frozen and run with
+PyTorch's oneDNN Graph fuser (``torch.jit.enable_onednn_fusion``), which hands whole runs of convolutions,
+additions and activations to oneDNN as fused partitions: against ``optimize_for_inference`` (what this
+module did before) a ResNet18 trunk takes 0.66–0.68× the time and a Lite0 one 0.76–0.99× (1 and 2 threads;
+benchmarks/README.md). Where the fuser finds nothing to fuse (a torch build without it), the frozen trunk is
+optimised with ``optimize_for_inference`` instead (oneDNN-packed weights, fused activations): Lite0 0.67–0.74×
+and ResNet18 0.84–0.86× of eager. Both together crashed (``std::bad_alloc`` on ResNet18), so never both.
 
 Why TorchScript although torch 2.14 marks it deprecated: ``torch.compile`` (inductor with freezing) gave
 0.64× but compiles for ~27 s per model on 2 cores, needs a C++ compiler where the app runs, and is not
@@ -14,10 +18,13 @@ Should ``torch.jit`` stop working, the trunk stays eager and the log says so.
 
 The trace is specialised to what the app's preprocessing produces (one S×S image, no gradient);
 anything else (``grad-cam``'s backward pass, other sizes, batches) runs the eager trunk it was made from.
+The fuser's switch is process-wide: it is on only while the trunk is built and warmed up (the graph
+executor fuses on the first runs and keeps that plan), and is restored afterwards.
 """
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -26,9 +33,10 @@ from torch import nn
 class ScriptedTrunk(nn.Module):
     """The eager trunk with a frozen TorchScript copy for the one input shape it was traced at."""
 
-    def __init__(self, eager: nn.Module, scripted: torch.jit.ScriptModule, example: torch.Tensor):
+    def __init__(self, eager: nn.Module, scripted: torch.jit.ScriptModule, example: torch.Tensor,
+                 optimisation: str = ""):
         super().__init__()
-        self.eager, self.scripted = eager, scripted
+        self.eager, self.scripted, self.optimisation = eager, scripted, optimisation
         self.shape, self.dtype, self.device = tuple(example.shape), example.dtype, example.device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -38,17 +46,50 @@ class ScriptedTrunk(nn.Module):
         return self.scripted(x)
 
 
-def script_trunk(trunk: nn.Module, example: torch.Tensor) -> ScriptedTrunk:
-    """Trace ``trunk`` (eval mode) at ``example``'s shape, freeze it and optimise it for inference.
+def script_trunk(trunk: nn.Module, example: torch.Tensor, onednn_graph: bool = True) -> ScriptedTrunk:
+    """Trace ``trunk`` (eval mode) at ``example``'s shape, freeze it, and fuse it with oneDNN Graph (or, where
+    nothing was fused or ``onednn_graph`` is False, optimise it for inference). ``optimisation`` on the
+    result says which.
 
     Raises whatever torch.jit raises; the caller decides what to serve instead."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.no_grad():
         # TracerWarning: the "SAME" padding sizes become constants, which is what the shape guard is for.
         # FutureWarning: TorchScript's deprecation notice (see the module's docstring).
         warnings.simplefilter("ignore")
-        with torch.no_grad():
-            traced = torch.jit.trace(trunk, example, check_trace=False)
-            scripted = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-            for _ in range(2):  # the profiling executor optimises on its first runs: do them here, not in a request
-                scripted(example)
-    return ScriptedTrunk(trunk, scripted, example)
+        if onednn_graph:
+            scripted = _frozen(trunk, example)
+            with onednn_fusion():
+                _warm_up(scripted, example)
+            groups = fused_groups(scripted, example)
+            if groups:
+                return ScriptedTrunk(trunk, scripted, example, f"oneDNN Graph fusion ({groups} fused partitions)")
+        scripted = torch.jit.optimize_for_inference(_frozen(trunk, example))
+        _warm_up(scripted, example)
+    return ScriptedTrunk(trunk, scripted, example, "optimize_for_inference")
+
+
+def _frozen(trunk: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    return torch.jit.freeze(torch.jit.trace(trunk, example, check_trace=False).eval())
+
+
+def _warm_up(scripted: torch.jit.ScriptModule, example: torch.Tensor) -> None:
+    # The profiling executor profiles the first run and optimises (fuses, compiles the fused partitions) on the
+    # second; the third is the first as served. Done here, not in a request.
+    for _ in range(3):
+        scripted(example)
+
+
+@contextmanager
+def onednn_fusion():
+    """PyTorch's oneDNN Graph fuser switched on for the block, then back to what it was."""
+    before = torch.jit.onednn_fusion_enabled()
+    torch.jit.enable_onednn_fusion(True)
+    try:
+        yield
+    finally:
+        torch.jit.enable_onednn_fusion(before)
+
+
+def fused_groups(scripted: torch.jit.ScriptModule, example: torch.Tensor) -> int:
+    """How many oneDNN Graph partitions the executor's plan for ``example`` runs (0: nothing fused)."""
+    return sum(node.kind() == "prim::oneDNNFusionGuard" for node in scripted.graph_for(example).nodes())
