@@ -131,7 +131,7 @@ def bench_model(name: str, loaded, served, image, runs: int, threads: int) -> di
             ofi_trunk(x)
 
     row = {"model": name, "flops": forward_flops(model, x),
-           "trunk": getattr(served.features, "optimisation", "eager").split(" (")[0]}
+           "trunk": served.features.optimisation if ofi_trunk is not None else "eager"}
     row["forward"], row["forward_folded"], row["forward_served"], row["fast"], row["trunk_served"], row["trunk_ofi"] = (
         timed_alternating((forward_no_grad, folded_forward_no_grad, served_forward_no_grad, fast, served_trunk,
                            ofi_trunk_run if ofi_trunk is not None else served_trunk), runs))

@@ -56,6 +56,10 @@ def compute(model: TumorClassifier, x: torch.Tensor, method: str = "fast-cam"):
     raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
 
 
+_JET_RGB = np.ascontiguousarray(
+    cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[..., ::-1])  # 256×1×3
+
+
 def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarray:
     """Heat map over the image at the image's own size (aspect kept).
 
@@ -76,10 +80,6 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarr
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     return cv2.addWeighted(heat, opacity, image, 1.0 - opacity, 0.0)
-
-
-_JET_RGB = np.ascontiguousarray(
-    cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[..., ::-1])  # 256×1×3
 
 
 def peak_in_mask(cam: np.ndarray, lesion_mask: np.ndarray) -> bool:

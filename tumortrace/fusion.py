@@ -128,7 +128,7 @@ def fused_for_inference(model: nn.Module, torchscript: bool = True) -> nn.Module
             fused.features = trunk.eager
         else:
             log.info("%s: TorchScript trunk frozen for %s inputs, %s (probabilities within %.1g)",
-                     arch, "×".join(map(str, example.shape)), trunk.optimisation, prob_err)
+                     arch, "×".join(map(str, example.shape)), trunk.description, prob_err)
     return fused
 
 

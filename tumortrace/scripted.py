@@ -34,10 +34,17 @@ class ScriptedTrunk(nn.Module):
     """The eager trunk with a frozen TorchScript copy for the one input shape it was traced at."""
 
     def __init__(self, eager: nn.Module, scripted: torch.jit.ScriptModule, example: torch.Tensor,
-                 optimisation: str = ""):
+                 optimisation: str = "", fused_partitions: int = 0):
         super().__init__()
-        self.eager, self.scripted, self.optimisation = eager, scripted, optimisation
+        self.eager, self.scripted = eager, scripted
+        self.optimisation, self.fused_partitions = optimisation, fused_partitions
         self.shape, self.dtype, self.device = tuple(example.shape), example.dtype, example.device
+
+    @property
+    def description(self) -> str:
+        """For the log, e.g. "oneDNN Graph fusion (18 fused partitions)"."""
+        return (f"{self.optimisation} ({self.fused_partitions} fused partitions)" if self.fused_partitions
+                else self.optimisation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (torch.is_grad_enabled() or tuple(x.shape) != self.shape or x.dtype != self.dtype
@@ -49,7 +56,7 @@ class ScriptedTrunk(nn.Module):
 def script_trunk(trunk: nn.Module, example: torch.Tensor, onednn_graph: bool = True) -> ScriptedTrunk:
     """Trace ``trunk`` (eval mode) at ``example``'s shape, freeze it, and fuse it with oneDNN Graph (or, where
     nothing was fused or ``onednn_graph`` is False, optimise it for inference). ``optimisation`` on the
-    result says which.
+    result says which (and ``fused_partitions`` how many partitions the fuser made).
 
     Raises whatever torch.jit raises; the caller decides what to serve instead."""
     with warnings.catch_warnings(), torch.no_grad():
@@ -62,7 +69,7 @@ def script_trunk(trunk: nn.Module, example: torch.Tensor, onednn_graph: bool = T
                 _warm_up(scripted, example)
             groups = fused_groups(scripted, example)
             if groups:
-                return ScriptedTrunk(trunk, scripted, example, f"oneDNN Graph fusion ({groups} fused partitions)")
+                return ScriptedTrunk(trunk, scripted, example, "oneDNN Graph fusion", groups)
         scripted = torch.jit.optimize_for_inference(_frozen(trunk, example))
         _warm_up(scripted, example)
     return ScriptedTrunk(trunk, scripted, example, "optimize_for_inference")
