@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from apputil import running_app, serving_line  # noqa: E402
+from apputil import client_files_in, running_app, serving_line  # noqa: E402
 from load import raw_http_request, run_clients, summarize  # noqa: E402
 
 
@@ -86,6 +86,8 @@ def main() -> int:
     model = Path(args.model)
     valid = sorted((ROOT / "examples").glob("busi_*.png"))
     with ExitStack() as stack:
+        stack.enter_context(client_files_in(Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="tumortrace-ab-clients-")))))
         servers = {}
         b_env = dict(item.split("=", 1) for item in args.b_env)
         for side, root, extra, env in (("A", ROOT, args.a_args, {}), ("B", args.b_root.resolve(), args.b_args, b_env)):

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from apputil import running_app  # noqa: E402
+from apputil import client_downloads, client_files_in, running_app  # noqa: E402
 from hostile import CASES, write_case  # noqa: E402
 
 HOSTILE_MIX = ["random_bytes.png", "empty.png", "one_pixel.png", "truncated.png", "bomb.png", "page.html.png",
@@ -72,7 +72,7 @@ def shared_tls_context(stock_client: bool = False):
 def gradio_client(url: str, tls_context):
     from gradio_client import Client
 
-    client = Client(url, analytics_enabled=False, verbose=False)
+    client = Client(url, analytics_enabled=False, verbose=False, download_files=client_downloads())
     if tls_context is not None:
         client.ssl_verify = tls_context  # passed as httpx's verify=, which accepts a context
     return client
@@ -263,7 +263,8 @@ def main() -> int:
     temp = work / "gradio"
     temp.mkdir()
     report, failed = {"baseline_ms": baseline, "phases": []}, False
-    with running_app("--model", str(model), *args.app_args.split(), temp_dir=temp) as (url, proc):
+    with client_files_in(work / "clients"), running_app("--model", str(model), *args.app_args.split(),
+                                                        temp_dir=temp) as (url, proc):
         server = psutil.Process(proc.pid)
         # warm-up at the highest load: each of the app's worker threads allocates its buffers once
         run_clients(url, max(args.clients), 8, valid, [], model.name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -20,7 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="tumortrace-threads-"))
+WORK = Path(tempfile.mkdtemp(prefix="tumortrace-threads-"))  # the app's files and the clients', removed at the end
+os.environ.setdefault("GRADIO_TEMP_DIR", str(WORK / "gradio"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -69,6 +71,17 @@ def main() -> int:
     p.add_argument("--model", default=str(ROOT / "weights" / "efficientnet_lite0_busi"),
                    help="model folder (default: weights/efficientnet_lite0_busi)")
     args = p.parse_args()
+    from apputil import client_files_in
+
+    try:
+        with client_files_in(WORK / "clients"):
+            code = measure(args)
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    os._exit(code)  # the Gradio server threads would keep the process alive
+
+
+def measure(args) -> int:
     if not Path("/proc/self/task").is_dir():
         print("needs Linux (/proc/self/task)", file=sys.stderr)
         return 2
@@ -94,7 +107,7 @@ def main() -> int:
         print(f"| {n} | {len(results)} | {summary['throughput_per_s']:.1f} | {ms[EVENT_LOOP]:.1f} | "
               f"{ms[HANDLERS]:.1f} | {ms[ENCODER]:.1f} | {ms[NATIVE]:.1f} | {total:.1f} | "
               f"{ms[EVENT_LOOP] / total:.0%} |" + (f" ({errors} errors)" if errors else ""), flush=True)
-    os._exit(0)  # the Gradio server threads would keep the process alive
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="tumortrace-trace-"))
+WORK = Path(tempfile.mkdtemp(prefix="tumortrace-trace-"))  # the app's files and the clients', removed at the end
+os.environ.setdefault("GRADIO_TEMP_DIR", str(WORK / "gradio"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -33,7 +35,17 @@ def main() -> int:
                    help="model folder (default: weights/efficientnet_lite0_busi)")
     p.add_argument("--top", type=int, default=5, help="allocation sites to list per round (default: 5)")
     args = p.parse_args()
+    from apputil import client_files_in
 
+    try:
+        with client_files_in(WORK / "clients"):
+            code = measure(args)
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    os._exit(code)  # the Gradio server threads would keep the process alive
+
+
+def measure(args) -> int:
     import psutil
 
     from load import app_in_process, run_clients
@@ -52,7 +64,7 @@ def main() -> int:
               f"warm-up; Python objects traced {traced / 2**20:.1f} MiB", flush=True)
         for stat in snap.compare_to(base, "lineno")[:args.top]:
             print(f"  {stat.size_diff / 2**20:+6.2f} MiB {stat.count_diff:+7d} blocks  {stat.traceback[0]}")
-    os._exit(0)  # the Gradio server threads would keep the process alive
+    return 0
 
 
 if __name__ == "__main__":

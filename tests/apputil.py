@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -65,3 +66,25 @@ def serving_line(log_path: Path, timeout: float = 30) -> str | None:
         if line or time.monotonic() > deadline:
             return line
         time.sleep(0.2)
+
+
+@contextmanager
+def client_files_in(folder: Path):
+    """Keep gradio_client's files in ``folder`` while the block runs (this process's ``tempfile`` folder).
+
+    gradio_client 2.7 downloads each output file into a new ``tempfile.gettempdir()/<40 hex>`` folder, moves
+    it on to its download folder and never removes the emptied one: one folder per file, two per prediction,
+    ~4,000 a minute in a load run (290,000 had piled up in /tmp on the development machine). Its download
+    folder, $GRADIO_TEMP_DIR or /tmp/gradio, would also keep a copy of every image the app sent back.
+    Clients made with ``download_files=client_downloads()`` inside the block keep both here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    previous, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = previous
+
+
+def client_downloads() -> Path:
+    """Where a gradio_client made now should put what it downloads: beside its other temporary files."""
+    return Path(tempfile.gettempdir()) / "downloads"

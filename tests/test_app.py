@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apputil import running_app, serving_line
+from apputil import client_downloads, client_files_in, running_app, serving_line
 from conftest import run_cli
 from hostile import CASES, write_case
 
@@ -17,7 +17,13 @@ gradio_client = pytest.importorskip("gradio_client")
 
 
 def _client(url, **kw):
-    return gradio_client.Client(url, analytics_enabled=False, verbose=False, **kw)
+    return gradio_client.Client(url, analytics_enabled=False, verbose=False, download_files=client_downloads(), **kw)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def client_files(tmp_path_factory):
+    with client_files_in(tmp_path_factory.mktemp("gradio-client")) as folder:
+        yield folder
 
 
 @pytest.fixture(scope="module")

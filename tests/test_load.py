@@ -6,11 +6,28 @@ from conftest import ROOT, run_cli
 pytestmark = pytest.mark.slow
 
 
-def test_load_short_variant(trained_model):
+def _private_tmp(tmp_path):
+    """A TMPDIR for one benchmark run: all it writes must be gone at the end (gradio_client alone left two empty
+    folders per prediction there, and a copy of every image it downloaded)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    return folder, {"TMPDIR": str(folder)}
+
+
+def _left_in(folder):
+    """What a run left in its TMPDIR, apart from torch's compile cache (torchinductor_USER, kept across runs
+    by design and empty here)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.startswith("torchinductor_")
+                  and not p.parent.name.startswith("torchinductor_"))
+
+
+def test_load_short_variant(trained_model, tmp_path):
+    tmp, env = _private_tmp(tmp_path)
     proc = run_cli("benchmarks/load.py", "--clients", "1", "3", "--seconds", "12", "--hostile", "--raw-runs", "5", "--soak-rounds", "1",
-                   "--model", str(trained_model), timeout=600)
+                   "--model", str(trained_model), timeout=600, env=env)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert _left_in(tmp) == []
     assert "load test: passed" in out and "uploads left on disk: 0" in out
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
     assert len(rows) == 2 and all(line.rstrip().endswith("| 0 |") for line in rows)  # no unexpected errors
@@ -22,20 +39,24 @@ def test_load_short_variant(trained_model):
     assert "CPU per request: server" in out
 
 
-def test_trace_memory_reports_rss_against_python_objects(trained_model):
+def test_trace_memory_reports_rss_against_python_objects(trained_model, tmp_path):
+    tmp, env = _private_tmp(tmp_path)
     proc = run_cli("benchmarks/trace_memory.py", "--model", str(trained_model), "--clients", "2", "--seconds", "3",
-                   "--rounds", "1", "--top", "2", timeout=600)
+                   "--rounds", "1", "--top", "2", timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _left_in(tmp) == []  # the in-process app's folder too
     line = next(l for l in proc.stdout.splitlines() if l.startswith("round 1:"))
     assert "MiB since the warm-up; Python objects traced" in line
     assert int(line.split(":")[1].split()[0]) > 0  # requests were served
     assert len([l for l in proc.stdout.splitlines() if l.startswith("  ") and "MiB" in l]) == 2
 
 
-def test_server_threads_splits_the_servers_cpu_by_thread_group(trained_model):
+def test_server_threads_splits_the_servers_cpu_by_thread_group(trained_model, tmp_path):
+    tmp, env = _private_tmp(tmp_path)
     proc = run_cli("benchmarks/server_threads.py", "--model", str(trained_model), "--clients", "2",
-                   "--seconds", "3", timeout=600)
+                   "--seconds", "3", timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _left_in(tmp) == []
     row = next(l for l in proc.stdout.splitlines() if l.startswith("| 2 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert int(cells[1]) > 0 and "errors" not in row  # requests were served, none failed
@@ -62,10 +83,12 @@ def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
 def test_ab_benchmark_compares_two_servers_running_at_once(trained_model, tmp_path):
     for package in ("uvloop", "httptools"):  # shadowed in B only, through --b-env
         (tmp_path / f"{package}.py").write_text("raise ImportError('shadowed for the test')\n")
+    tmp, env = _private_tmp(tmp_path)
     proc = run_cli("benchmarks/ab.py", "--model", str(trained_model), "--b-args=--no-torchscript", "--pairs", "3",
                    "--clients", "2", "--seconds", "3", "--rounds", "1", "--b-env", f"PYTHONPATH={tmp_path}",
-                   timeout=600)
+                   timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _left_in(tmp) == []
     lines = proc.stdout.splitlines()
     assert lines[0].endswith(f"B: {ROOT} --no-torchscript PYTHONPATH={tmp_path}; model {trained_model.name}")
     assert lines[1] == "# A serves with: uvloop event loop, httptools HTTP parser"
