@@ -91,9 +91,7 @@ def app_in_process(model: str) -> str:
     app.limit_malloc_arenas()
     torch.set_num_threads(app.threads_per_prediction(0, app.CONCURRENCY))
     port = free_port()
-    app.build_app(build_registry(model, None)).launch(server_name="127.0.0.1", server_port=port,
-                                                      prevent_thread_lock=True, max_file_size=app.MAX_FILE_SIZE,
-                                                      quiet=True)
+    app.launch(app.build_app(build_registry(model, None)), server_name="127.0.0.1", server_port=port, quiet=True)
     return f"http://127.0.0.1:{port}/"
 
 

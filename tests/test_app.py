@@ -119,6 +119,16 @@ def test_unknown_model_name_is_an_error(app, manifest_data):
         _predict(_client(url), good, "no-such-model")
 
 
+def test_gradios_traffic_monitoring_is_off(app):
+    """Gradio's /monitoring endpoints (a traffic summary, a dashboard behind a key printed to the log) are on by
+    default and readable without a login on a local app; the app has no use for them."""
+    url = app[0]
+    for path in ("monitoring", "monitoring/summary"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url + path, timeout=10)
+        assert err.value.code == 403
+
+
 def test_share_without_login_refuses_to_start():
     proc = run_cli("app.py", "--share", "--port", "0", timeout=120, env={"TUMORTRACE_AUTH": ""})
     assert proc.returncode == 2
