@@ -1,7 +1,7 @@
 """A/B of two app servers running at the same time, so the machine's drift hits both alike.
 
     python benchmarks/ab.py --b-args="--no-torchscript" [--b-root ../old-checkout] [--b-env KEY=VALUE ...]
-                            [--pairs 100] [--clients 8 --seconds 20 --rounds 6]
+                            [--pairs 100] [--clients 8 --seconds 20 --rounds 6] [--idle-seconds 10]
 
 A is `python app.py` of this checkout with --a-args; B is app.py of --b-root (default: this checkout) with
 --b-args, and --b-env added to its environment (e.g. PYTHONPATH=DIR to shadow an installed package). Whole
@@ -11,10 +11,11 @@ CPU time per request moved 79–100 ms between runs of the same code), so:
 - one client: raw-HTTP requests alternate between A and B (order swapped every pair); prints each side's
   p50 round trip and the median of the per-pair ratios B/A;
 - N clients (gradio_client threads): phases of --seconds alternate between A and B (order swapped every
-  round); prints each side's throughput per phase, median throughput, server CPU per request and p50/p95.
+  round); prints each side's throughput per phase, median throughput, server CPU per request and p50/p95;
+- idle: both servers' CPU over one window in which nobody uses either.
 
-Both servers sit idle while the other is measured (Gradio's queue polling costs an idle app a few % of
-one core, the same for both).
+Each server sits idle while the other is measured: ~0.3% of one core for this app, ~5% for one with
+Gradio's own queue loops (they poll every millisecond), which then costs the measured side a little.
 """
 from __future__ import annotations
 
@@ -68,6 +69,18 @@ def alternating_phases(servers: dict, valid: list[Path], model_name: str, client
     return rows
 
 
+def idle_cpu_percent(procs: dict, seconds: float, quiet_s: float = 3.0) -> dict[str, float]:
+    """Each server's CPU while nobody uses it, in % of one core, over the same window for all."""
+    import time
+
+    time.sleep(quiet_s)  # past the app's queue polling for 2 s after the last request
+    handles = {side: psutil.Process(proc.pid) for side, proc in procs.items()}
+    before, t0 = {side: sum(h.cpu_times()[:2]) for side, h in handles.items()}, time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - t0
+    return {side: (sum(h.cpu_times()[:2]) - before[side]) / wall * 100 for side, h in handles.items()}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--a-args", default="", help="options for A's app.py (default: none)")
@@ -81,6 +94,8 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=8, help="clients in the alternating phases (default: 8)")
     p.add_argument("--seconds", type=float, default=20, help="length of one phase (default: 20)")
     p.add_argument("--rounds", type=int, default=6, help="phases per side, 0 = skip (default: 6)")
+    p.add_argument("--idle-seconds", type=float, default=10,
+                   help="then both servers' CPU while nobody uses them, over one window, 0 = skip (default: 10)")
     args = p.parse_args()
 
     model = Path(args.model)
@@ -114,6 +129,10 @@ def main() -> int:
             ratios = [b["req_s"] / a["req_s"] for a, b in zip(rows["A"], rows["B"])]
             print(f"{args.clients} clients, throughput B/A per round: {' '.join(f'{r:.2f}' for r in ratios)} "
                   f"(median {statistics.median(ratios):.2f})")
+        if args.idle_seconds:
+            idle = idle_cpu_percent({side: proc for side, (_, proc) in servers.items()}, args.idle_seconds)
+            print(f"idle, {args.idle_seconds:.0f} s after 3 s without requests: server CPU A {idle['A']:.1f}%, "
+                  f"B {idle['B']:.1f}% of one core")
     return 0
 
 

@@ -86,7 +86,7 @@ def test_ab_benchmark_compares_two_servers_running_at_once(trained_model, tmp_pa
     tmp, env = _private_tmp(tmp_path)
     proc = run_cli("benchmarks/ab.py", "--model", str(trained_model), "--b-args=--no-torchscript", "--pairs", "3",
                    "--clients", "2", "--seconds", "3", "--rounds", "1", "--b-env", f"PYTHONPATH={tmp_path}",
-                   timeout=600, env=env)
+                   "--idle-seconds", "2", timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert _left_in(tmp) == []
     lines = proc.stdout.splitlines()
@@ -99,3 +99,6 @@ def test_ab_benchmark_compares_two_servers_running_at_once(trained_model, tmp_pa
         row = next(l for l in lines if l.startswith(f"2 clients, {side}: req/s per phase "))
         assert float(row.split("median ")[1].split(")")[0]) > 0
     assert any(l.startswith("2 clients, throughput B/A per round: ") for l in lines)
+    idle = next(l for l in lines if l.startswith("idle, 2 s after 3 s without requests: server CPU A "))
+    a, b = (float(idle.split(f"{side} ")[1].split("%")[0]) for side in "AB")
+    assert 0 <= a < 100 and 0 <= b < 100
