@@ -95,6 +95,21 @@ def app_in_process(model: str) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+def exit_after_in_process_run(measure, args, work: Path) -> None:
+    """For a script that serves the app in its own process (``work`` holding its GRADIO_TEMP_DIR): run
+    ``measure(args)`` with gradio_client's files in ``work`` too, remove ``work``, and exit with the code
+    measure returns; the Gradio server's threads would otherwise keep the process alive."""
+    import os
+    import shutil
+
+    try:
+        with client_files_in(work / "clients"):
+            code = measure(args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    os._exit(code)
+
+
 def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hostile: list[Path], model_name: str,
                 server: psutil.Process | None = None, stock_client: bool = False):
     """Returns (per-request outcomes, wall seconds, CPU seconds used by the server and by this client process)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -71,14 +70,9 @@ def main() -> int:
     p.add_argument("--model", default=str(ROOT / "weights" / "efficientnet_lite0_busi"),
                    help="model folder (default: weights/efficientnet_lite0_busi)")
     args = p.parse_args()
-    from apputil import client_files_in
+    from load import exit_after_in_process_run
 
-    try:
-        with client_files_in(WORK / "clients"):
-            code = measure(args)
-    finally:
-        shutil.rmtree(WORK, ignore_errors=True)
-    os._exit(code)  # the Gradio server threads would keep the process alive
+    exit_after_in_process_run(measure, args, WORK)
 
 
 def measure(args) -> int:

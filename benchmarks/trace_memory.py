@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import tracemalloc
@@ -35,14 +34,9 @@ def main() -> int:
                    help="model folder (default: weights/efficientnet_lite0_busi)")
     p.add_argument("--top", type=int, default=5, help="allocation sites to list per round (default: 5)")
     args = p.parse_args()
-    from apputil import client_files_in
+    from load import exit_after_in_process_run
 
-    try:
-        with client_files_in(WORK / "clients"):
-            code = measure(args)
-    finally:
-        shutil.rmtree(WORK, ignore_errors=True)
-    os._exit(code)  # the Gradio server threads would keep the process alive
+    exit_after_in_process_run(measure, args, WORK)
 
 
 def measure(args) -> int:
