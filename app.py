@@ -119,6 +119,7 @@ class WakeOnWorkQueue(ServingQueue):
             self._queued_or_freed.set()
 
     def start(self):
+        self._queued_or_freed = self._job_started = None  # a relaunch runs the loops in a new event loop
         super().start()  # makes active_jobs, then schedules the loops
         self.active_jobs = _Slots(self.active_jobs, self._wake_dispatch)
 

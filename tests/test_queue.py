@@ -63,7 +63,9 @@ def _call(url: str, x: float) -> float:
 
     import httpx
     with httpx.Client(timeout=120) as http:
-        event = http.post(url + "gradio_api/call/double", json={"data": [x]}).json()["event_id"]
+        answer = http.post(url + "gradio_api/call/double", json={"data": [x]}).json()
+        assert "event_id" in answer, answer  # e.g. {"detail": "Queue is stopped."} after its loop died
+        event = answer["event_id"]
         with http.stream("GET", url + f"gradio_api/call/double/{event}") as stream:
             for line in stream.iter_lines():
                 if line.startswith("data:") and line[5:].strip().startswith("["):
@@ -92,6 +94,23 @@ def test_idle_queue_stops_looking_and_wakes_for_each_request_and_freed_slot(serv
     assert time.monotonic() - t0 < 30
     first, second = started[-2:]
     assert 0.3 <= second - first < 1.5  # one at a time, as the limit says; the next starts once the slot is free
+
+
+def test_a_relaunched_app_still_dispatches_after_going_idle(monkeypatch):
+    """Each launch runs the queue's loops in a new event loop; the previous launch's events must not be reused."""
+    monkeypatch.setattr(app.WakeOnWorkQueue, "POLL_AFTER_WORK_S", 0.05)
+    demo = _doubler_app(0, [])
+    app.serving_queue(demo)
+    for x in (1, 2):
+        port = free_port()
+        app.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            assert _call(url, x) == 2 * x
+            time.sleep(0.3)  # idle: the loops now wait on their events
+            assert _call(url, x + 10) == 2 * (x + 10)
+        finally:
+            demo.close()
 
 
 def test_summary_for_the_monitoring_endpoints_only_when_they_are_on():
