@@ -96,7 +96,8 @@ class WakeOnWorkQueue(ServingQueue):
     loop that also serves every HTTP request, ~5% of a core when the app is idle (benchmarks/README.md).
     Here, once nothing has been queued, started or finished for ``POLL_AFTER_WORK_S``, both loops wait
     instead until an event is queued (``push``), a running one gives its slot back (in ``process_events``,
-    before that coroutine's own clean-up, which it awaits) or a job starts, looking anyway once a second.
+    before that coroutine's own clean-up, which it awaits) or a job starts, looking anyway every
+    ``LOOK_ANYWAY_S`` (1 s).
     While work is about they poll as Gradio's do: waiting on events alone made a lone request 7–9% slower on
     the 2-core VM (its waiting threads wake slower without the 1 ms ticks), though it used less CPU.
     The loop bodies are Gradio's, copied from 6.31.0; ``serving_queue`` keeps Gradio's own loops if that code
@@ -107,6 +108,7 @@ class WakeOnWorkQueue(ServingQueue):
     _queued_or_freed: asyncio.Event | None = None  # made in the server's event loop, by whichever loop starts first
     _job_started: asyncio.Event | None = None
     POLL_AFTER_WORK_S = 2.0
+    LOOK_ANYWAY_S = 1.0  # while waiting: what a wake-up this class failed to send would cost, at most
     _poll_until = 0.0  # time.monotonic() until which the loops poll
 
     def _make_events(self) -> None:
@@ -140,7 +142,7 @@ class WakeOnWorkQueue(ServingQueue):
             await asyncio.sleep(poll_s)  # Gradio's own wait
             return
         try:
-            await asyncio.wait_for(event.wait(), timeout=1.0)
+            await asyncio.wait_for(event.wait(), timeout=self.LOOK_ANYWAY_S)
         except TimeoutError:
             pass
 

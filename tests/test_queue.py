@@ -30,12 +30,7 @@ def served(monkeypatch):
     """A one-function app served by WakeOnWorkQueue, whose look-anyway timeout is made 60 s (a wake-up the queue
     missed would hold a request for a minute instead of a second), and whose finished jobs take 1.5 s to clean
     up after giving their slot back."""
-    real_wait_for = app.asyncio.wait_for
-
-    def long_wait_for(awaitable, timeout):
-        return real_wait_for(awaitable, timeout=60 if timeout == 1.0 else timeout)
-
-    monkeypatch.setattr(app.asyncio, "wait_for", long_wait_for)
+    monkeypatch.setattr(app.WakeOnWorkQueue, "LOOK_ANYWAY_S", 60)
     monkeypatch.setattr(app.WakeOnWorkQueue, "POLL_AFTER_WORK_S", 0.05)  # less than a job
     real_reset = app.WakeOnWorkQueue.reset_iterators
 
