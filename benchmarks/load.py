@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from apputil import client_downloads, client_files_in, running_app  # noqa: E402
+from apputil import client_files_in, new_client, running_app  # noqa: E402
 from hostile import CASES, write_case  # noqa: E402
 
 HOSTILE_MIX = ["random_bytes.png", "empty.png", "one_pixel.png", "truncated.png", "bomb.png", "page.html.png",
@@ -70,9 +70,7 @@ def shared_tls_context(stock_client: bool = False):
 
 
 def gradio_client(url: str, tls_context):
-    from gradio_client import Client
-
-    client = Client(url, analytics_enabled=False, verbose=False, download_files=client_downloads())
+    client = new_client(url)
     if tls_context is not None:
         client.ssl_verify = tls_context  # passed as httpx's verify=, which accepts a context
     return client

@@ -76,7 +76,7 @@ def client_files_in(folder: Path):
     it on to its download folder and never removes the emptied one: one folder per file, two per prediction,
     ~4,000 a minute in a load run (290,000 had piled up in /tmp on the development machine). Its download
     folder, $GRADIO_TEMP_DIR or /tmp/gradio, would also keep a copy of every image the app sent back.
-    Clients made with ``download_files=client_downloads()`` inside the block keep both here."""
+    Clients made with ``new_client`` inside the block keep both here."""
     folder.mkdir(parents=True, exist_ok=True)
     previous, tempfile.tempdir = tempfile.tempdir, str(folder)
     try:
@@ -85,6 +85,10 @@ def client_files_in(folder: Path):
         tempfile.tempdir = previous
 
 
-def client_downloads() -> Path:
-    """Where a gradio_client made now should put what it downloads: beside its other temporary files."""
-    return Path(tempfile.gettempdir()) / "downloads"
+def new_client(url: str, **options):
+    """A gradio_client for the app at ``url``, quiet, downloading beside its other temporary files (see
+    ``client_files_in``)."""
+    from gradio_client import Client
+
+    return Client(url, analytics_enabled=False, verbose=False,
+                  download_files=Path(tempfile.gettempdir()) / "downloads", **options)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apputil import client_downloads, client_files_in, running_app, serving_line
+from apputil import client_files_in, new_client, running_app, serving_line
 from conftest import run_cli
 from hostile import CASES, write_case
 
@@ -16,8 +16,7 @@ pytestmark = pytest.mark.slow
 gradio_client = pytest.importorskip("gradio_client")
 
 
-def _client(url, **kw):
-    return gradio_client.Client(url, analytics_enabled=False, verbose=False, download_files=client_downloads(), **kw)
+_client = new_client
 
 
 @pytest.fixture(scope="module", autouse=True)
