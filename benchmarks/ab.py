@@ -23,6 +23,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -69,11 +70,12 @@ def alternating_phases(servers: dict, valid: list[Path], model_name: str, client
     return rows
 
 
-def idle_cpu_percent(procs: dict, seconds: float, quiet_s: float = 3.0) -> dict[str, float]:
-    """Each server's CPU while nobody uses it, in % of one core, over the same window for all."""
-    import time
+IDLE_AFTER_S = 3.0  # past the app's queue polling for 2 s after the last request
 
-    time.sleep(quiet_s)  # past the app's queue polling for 2 s after the last request
+
+def idle_cpu_percent(procs: dict, seconds: float) -> dict[str, float]:
+    """Each server's CPU while nobody uses it, in % of one core, over the same window for all."""
+    time.sleep(IDLE_AFTER_S)
     handles = {side: psutil.Process(proc.pid) for side, proc in procs.items()}
     before, t0 = {side: sum(h.cpu_times()[:2]) for side, h in handles.items()}, time.monotonic()
     time.sleep(seconds)
@@ -131,8 +133,8 @@ def main() -> int:
                   f"(median {statistics.median(ratios):.2f})")
         if args.idle_seconds:
             idle = idle_cpu_percent({side: proc for side, (_, proc) in servers.items()}, args.idle_seconds)
-            print(f"idle, {args.idle_seconds:.0f} s after 3 s without requests: server CPU A {idle['A']:.1f}%, "
-                  f"B {idle['B']:.1f}% of one core")
+            print(f"idle, {args.idle_seconds:.0f} s after {IDLE_AFTER_S:.0f} s without requests: server CPU A "
+                  f"{idle['A']:.1f}%, B {idle['B']:.1f}% of one core")
     return 0
 
 
