@@ -91,3 +91,45 @@ def test_fuzz_mutated_png(tmp_path, cut, flip):
         load_image(path)
     except ImageLoadError:
         pass
+
+
+def _float_the_slow_way(im: Image.Image) -> np.ndarray:
+    """What the loader computed before it converted 8-bit pixels itself: PIL's own float conversion."""
+    if im.mode in {"RGBA", "LA", "PA"}:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        pixels = rgba[..., :3] * rgba[..., 3:4]
+    else:
+        pixels = (np.asarray(im, dtype=np.float32) / 255.0)
+        pixels = pixels[..., :3] if pixels.ndim == 3 else pixels
+    if pixels.ndim == 3 and np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1],
+                                                                                               pixels[..., 2]):
+        return pixels[..., 0]
+    return pixels
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "gray RGB", "RGBA", "gray RGBA", "LA", "P", "1", "CMYK"])
+def test_8bit_pixels_are_exactly_pils_float_values(tmp_path, mode):
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    if mode.startswith("gray"):
+        noise[..., 1] = noise[..., 2] = noise[..., 0]  # equal channels: must come back as one
+    im = {"L": lambda: Image.fromarray(noise[..., 0]),
+          "RGB": lambda: Image.fromarray(noise[..., :3]),
+          "gray RGB": lambda: Image.fromarray(noise[..., :3]),
+          "RGBA": lambda: Image.fromarray(noise),
+          "gray RGBA": lambda: Image.fromarray(noise),
+          "LA": lambda: Image.fromarray(noise[..., [0, 3]], "LA"),
+          "P": lambda: Image.fromarray(noise[..., :3]).convert("P"),
+          "1": lambda: Image.fromarray(noise[..., 0]).convert("1"),
+          "CMYK": lambda: Image.fromarray(noise).convert("CMYK")}[mode]()
+    path = tmp_path / ("slice.tiff" if mode == "CMYK" else "slice.png")
+    im.save(path)
+    with Image.open(path) as reread:
+        reread.load()
+        expected = _float_the_slow_way(reread.convert("RGB") if reread.mode in {"P", "CMYK"}
+                                       else reread.convert("L") if reread.mode == "1" else reread)
+    pixels = load_image(path).pixels
+    assert pixels.dtype == np.float32 and pixels.flags.c_contiguous
+    assert pixels.shape == expected.shape
+    np.testing.assert_array_equal(pixels, expected)
+    assert pixels.ndim == (2 if mode in {"L", "gray RGB", "gray RGBA", "LA", "1"} else 3)
