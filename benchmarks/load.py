@@ -177,8 +177,10 @@ def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=No
     return {k: statistics.median(v) if v else None for k, v in phases.items()}
 
 
-def raw_http_request(http, url: str, image: Path, model_name: str) -> dict[str, float]:
-    """One prediction over Gradio's HTTP API with an ``httpx.Client``: ms per phase and in total."""
+def raw_http_request(http, url: str, image: Path, model_name: str, rejected: bool = False) -> dict[str, float]:
+    """One prediction over Gradio's HTTP API with an ``httpx.Client``: ms per phase and in total.
+
+    ``rejected``: ``image`` is one the app refuses; its error event ends the request (no downloads)."""
     data = image.read_bytes()
     t0 = time.perf_counter()
     path = http.post(url + "gradio_api/upload", files={"files": (image.name, data, "image/png")}).json()[0]
@@ -190,10 +192,16 @@ def raw_http_request(http, url: str, image: Path, model_name: str) -> dict[str, 
     with http.stream("GET", url + f"gradio_api/call/predict/{event}") as stream:
         for line in stream.iter_lines():
             if line.startswith("event: error"):
+                if rejected:
+                    break
                 raise RuntimeError(f"raw HTTP predict failed: {line}")
             if line.startswith("data:") and line[5:].strip().startswith("["):
                 outputs = json.loads(line[5:])
     t3 = time.perf_counter()
+    if rejected:
+        if outputs is not None:
+            raise RuntimeError(f"raw HTTP predict accepted {image.name}, which should have been refused")
+        return {"total": (t3 - t0) * 1e3}
     for out in outputs[1:3]:
         http.get(out["url"]).raise_for_status()
     t4 = time.perf_counter()
@@ -219,6 +227,32 @@ def gradio_client_paired(url: str, image: Path, model_name: str, runs: int, in_p
             there.append((t2 - t1) * 1e3)
     return {"in_process": statistics.median(here), "total": statistics.median(there),
             "paired_ratio": statistics.median(b / a for a, b in zip(here, there))}
+
+
+def client_floor(url: str, rejected: Path, model_name: str, runs: int, stock_client: bool = False) -> dict:
+    """Round trips of a request the app refuses at once (an empty file: no decoding, no model), one client:
+    what HTTP, Gradio's queue and each client cost with next to no server work. gradio_client looks for
+    its answer every 50 ms (``stream_sse_v1plus``), which a raw-HTTP event stream does not."""
+    import httpx
+    from gradio_client import handle_file
+
+    client = gradio_client(url, shared_tls_context(stock_client))
+    raw, through_client = [], []
+    with httpx.Client(timeout=60) as http:
+        for i in range(runs + 3):
+            one = raw_http_request(http, url, rejected, model_name, rejected=True)["total"]
+            t = time.perf_counter()
+            try:
+                client.predict(handle_file(str(rejected)), model_name, 0.45, api_name="/predict")
+            except Exception as exc:  # AppError: the app's message
+                if "empty" not in str(exc):
+                    raise
+            else:
+                raise RuntimeError(f"gradio_client: the app accepted {rejected.name}")
+            if i >= 3:
+                raw.append(one)
+                through_client.append((time.perf_counter() - t) * 1e3)
+    return {"raw_http": statistics.median(raw), "gradio_client": statistics.median(through_client)}
 
 
 def handler_ms(log_path: Path) -> float | None:
@@ -299,6 +333,8 @@ def main() -> int:
             report["raw_http"]["handler"] = handler_ms(proc.log_path)
             report["gradio_client_paired"] = gradio_client_paired(url, valid[0], model.name, args.raw_runs,
                                                                   predict_here, args.stock_client)
+            report["client_floor"] = client_floor(url, write_case(work, "empty.png"), model.name, args.raw_runs,
+                                                  args.stock_client)
         rss_end = server.memory_info().rss
         # any file holding an upload's bytes, and any empty temp file (Gradio leaked one per request)
         left = [f for f in temp.rglob("*") if f.is_file() and (f.stat().st_size == 0 or
@@ -327,6 +363,10 @@ def main() -> int:
         print(f"one client, each request paired with an in-process run just before it ({args.raw_runs} pairs): "
               f"raw HTTP {r['total']:.0f} / {r['in_process']:.1f} ms, median ratio {r['paired_ratio']:.2f}; "
               f"gradio_client {g['total']:.0f} / {g['in_process']:.1f} ms, median ratio {g['paired_ratio']:.2f}")
+        f = report["client_floor"]
+        print(f"one client, an upload the app refuses at once (empty.png, no model work; {args.raw_runs} requests): "
+              f"raw HTTP {f['raw_http']:.0f} ms, gradio_client {f['gradio_client']:.0f} ms = "
+              f"{f['gradio_client'] / baseline:.2f}× in-process (gradio_client's floor: it looks for answers every 50 ms)")
     for ph in report["phases"]:
         print(f"{ph['clients']} client(s): CPU per request: server {ph['server_cpu_ms_per_request']:.0f} ms, "
               f"gradio_client {ph['client_cpu_ms_per_request']:.0f} ms; all {psutil.cpu_count()} cores "

@@ -35,6 +35,10 @@ def test_load_short_variant(trained_model, tmp_path):
     paired = next(l for l in out.splitlines() if l.startswith("one client, each request paired"))
     assert float(paired.split("median ratio ")[1].split(";")[0]) > 1  # a round trip includes the model's work
     assert float(paired.rsplit("median ratio ", 1)[1]) > 1
+    # the refused upload really was refused both ways (the script raises otherwise), and timed
+    floor = next(l for l in out.splitlines() if l.startswith("one client, an upload the app refuses at once"))
+    assert float(floor.split("raw HTTP ")[1].split(" ms")[0]) > 0
+    assert float(floor.split("gradio_client ")[1].split(" ms")[0]) > 0
     assert "soak (1 × 12 s at 3 clients), server MiB after each:" in out
     assert "CPU per request: server" in out
 
