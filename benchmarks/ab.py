@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -40,12 +41,12 @@ from load import raw_http_request, run_clients, summarize  # noqa: E402
 def one_client_pairs(urls: dict[str, str], image: Path, model_name: str, pairs: int, warmup: int = 5) -> dict:
     import httpx
 
-    totals = {side: [] for side in urls}
+    totals, session = {side: [] for side in urls}, uuid.uuid4().hex
     with httpx.Client(timeout=60) as http:
         for i in range(pairs + warmup):
             order = list(urls) if i % 2 == 0 else list(urls)[::-1]
             for side in order:
-                total = raw_http_request(http, urls[side], image, model_name)["total"]
+                total = raw_http_request(http, urls[side], image, model_name, session_hash=session)["total"]
                 if i >= warmup:
                     totals[side].append(total)
     a, b = totals["A"], totals["B"]
