@@ -110,33 +110,47 @@ def exit_after_in_process_run(measure, args, work: Path) -> None:
 
 
 def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hostile: list[Path], model_name: str,
-                server: psutil.Process | None = None, stock_client: bool = False):
-    """Returns (per-request outcomes, wall seconds, CPU seconds used by the server and by this client process)."""
+                server: psutil.Process | None = None, stock_client: bool = False, raw_http: bool = False):
+    """Returns (per-request outcomes, wall seconds, CPU seconds used by the server and by this client process).
+
+    ``raw_http``: each client speaks Gradio's HTTP API as :func:`raw_http_request` does (one connection and
+    one session each, as a browser tab), instead of through gradio_client."""
+    import httpx
     from gradio_client import handle_file
 
     results, lock = [], threading.Lock()
     stop = time.monotonic() + seconds
     tls = shared_tls_context(stock_client)
 
+    def through_gradio_client(client, path: Path) -> str:
+        out = client.predict(handle_file(str(path)), model_name, 0.45, api_name="/predict")
+        conf = {c["label"]: c["confidence"] for c in out[0]["confidences"]}
+        return "ok" if abs(sum(conf.values()) - 1) <= 1e-4 else "bad-output"
+
     def worker(k: int):
-        client = gradio_client(url, tls)
+        client = None if raw_http else gradio_client(url, tls)
+        http, session = (httpx.Client(timeout=60), uuid.uuid4().hex) if raw_http else (None, None)
         i = k
         while time.monotonic() < stop:
             use_hostile = bool(hostile) and i % 4 == 3
             path = hostile[(i // 4) % len(hostile)] if use_hostile else valid[i % len(valid)]
+            expected = CASES[path.name.replace("⁄", "/")][1][1] if use_hostile else None
             t = time.perf_counter()
             try:
-                out = client.predict(handle_file(str(path)), model_name, 0.45, api_name="/predict")
-                outcome = "ok" if not use_hostile else "hostile-accepted"
-                conf = {c["label"]: c["confidence"] for c in out[0]["confidences"]}
-                if abs(sum(conf.values()) - 1) > 1e-4:
-                    outcome = "bad-output"
-            except Exception as exc:  # AppError carries the app's message
-                expected = CASES[path.name.replace("⁄", "/")][1][1] if use_hostile else None
+                if raw_http:
+                    answer = raw_http_request(http, url, path, model_name, rejected=use_hostile, session_hash=session)
+                    outcome = "ok" if not use_hostile else ("hostile-answered" if expected in answer["error"]
+                                                           else f"error: {answer['error']}")
+                else:
+                    outcome = through_gradio_client(client, path)
+                    outcome = "hostile-accepted" if use_hostile else outcome
+            except Exception as exc:  # AppError carries the app's message; RuntimeError raw HTTP's
                 outcome = "hostile-answered" if expected and expected in str(exc) else f"error: {exc}"
             with lock:
                 results.append((outcome, time.perf_counter() - t, use_hostile))
             i += clients
+        if http is not None:
+            http.close()
 
     def cpu_s(process: psutil.Process | None) -> float:
         return sum(process.cpu_times()[:2]) if process else 0.0  # user + system
@@ -195,20 +209,24 @@ def raw_http_request(http, url: str, image: Path, model_name: str, rejected: boo
         payload["session_hash"] = session_hash
     event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
     t2 = time.perf_counter()
-    outputs = None
+    outputs = error = None
     with http.stream("GET", url + f"gradio_api/call/predict/{event}") as stream:
+        failed = False
         for line in stream.iter_lines():
-            if line.startswith("event: error"):
-                if rejected:
-                    break
-                raise RuntimeError(f"raw HTTP predict failed: {line}")
+            failed |= line.startswith("event: error")
+            if failed and line.startswith("data:"):
+                error = json.loads(line[5:]) if line[5:].strip() else None
+                error = str(error.get("error") if isinstance(error, dict) else error)  # the app's message
+                break
             if line.startswith("data:") and line[5:].strip().startswith("["):
                 outputs = json.loads(line[5:])
     t3 = time.perf_counter()
     if rejected:
-        if outputs is not None:
+        if error is None:
             raise RuntimeError(f"raw HTTP predict accepted {image.name}, which should have been refused")
-        return {"total": (t3 - t0) * 1e3}
+        return {"total": (t3 - t0) * 1e3, "error": error}
+    if error is not None or outputs is None:
+        raise RuntimeError(f"raw HTTP predict of {image.name} failed: {error}")
     for out in outputs[1:3]:
         http.get(out["url"]).raise_for_status()
     t4 = time.perf_counter()
@@ -295,6 +313,9 @@ def main() -> int:
                    help="let gradio_client build a TLS context per HTTP request, as it does by default "
                         "(default: one shared context; see run_clients)")
     p.add_argument("--app-args", default="", help="extra options for app.py, e.g. \"--concurrency 1\" (default: none)")
+    p.add_argument("--raw-clients", type=int, nargs="*", default=[],
+                   help="after the gradio_client phases, phases with this many clients speaking raw HTTP, as "
+                        "browser tabs do (one connection and session each, no polling), e.g. 1 8 (default: none)")
     p.add_argument("--raw-runs", type=int, default=30,
                    help="single-client requests over raw HTTP for the phase breakdown, 0 = skip (default: 30)")
     args = p.parse_args()
@@ -321,11 +342,12 @@ def main() -> int:
         # warm-up at the highest load: each of the app's worker threads allocates its buffers once
         run_clients(url, max(args.clients), 8, valid, [], model.name)
         rss_start = server.memory_info().rss
-        for n in args.clients:
+        for n, raw in [(n, False) for n in args.clients] + [(n, True) for n in args.raw_clients]:
             results, wall, cpu = run_clients(url, n, args.seconds, valid, hostile, model.name, server,
-                                             args.stock_client)
+                                             args.stock_client, raw_http=raw)
             s = summarize(results, wall)
-            s.update(clients=n, server_cpu_ms_per_request=cpu["server"] / len(results) * 1e3,
+            s.update(clients=n, via="raw HTTP" if raw else "gradio_client",
+                     server_cpu_ms_per_request=cpu["server"] / len(results) * 1e3,
                      client_cpu_ms_per_request=cpu["clients"] / len(results) * 1e3,
                      cpu_busy=(cpu["server"] + cpu["clients"]) / (wall * psutil.cpu_count()))
             report["phases"].append(s)
@@ -351,15 +373,17 @@ def main() -> int:
                   uploads_left_on_disk=len(left))
     print("| clients | requests | p50 ms | p95 ms | req/s | p50 / in-process | hostile answered | unexpected errors |")
     print("|---|---|---|---|---|---|---|---|")
-    single = next((ph["p50_ms"] for ph in report["phases"] if ph["clients"] == 1), None)
     for ph in report["phases"]:
-        print(f"| {ph['clients']} | {ph['requests']} | {ph['p50_ms']:.0f} | {ph['p95_ms']:.0f} | "
+        label = ph["clients"] if ph["via"] == "gradio_client" else f"{ph['clients']} over raw HTTP"
+        print(f"| {label} | {ph['requests']} | {ph['p50_ms']:.0f} | {ph['p95_ms']:.0f} | "
               f"{ph['throughput_per_s']:.2f} | {ph['p50_ms'] / baseline:.2f} | "
               f"{ph['hostile_answered']}/{ph['hostile_sent']} | {len(ph['unexpected'])} |")
         failed |= bool(ph["unexpected"]) or ph["hostile_answered"] != ph["hostile_sent"] or not ph["valid_ok"]
     for ph in report["phases"]:
+        single = next((p["p50_ms"] for p in report["phases"] if p["clients"] == 1 and p["via"] == ph["via"]), None)
         if single and ph["clients"] > 1:
-            print(f"p95 with {ph['clients']} clients / single-client p50: {ph['p95_ms'] / single:.2f}")
+            via = "" if ph["via"] == "gradio_client" else " over raw HTTP"
+            print(f"p95 with {ph['clients']} clients / single-client p50{via}: {ph['p95_ms'] / single:.2f}")
     if "raw_http" in report:
         r = report["raw_http"]
         print(f"one client over raw HTTP ({args.raw_runs} requests, {valid[0].name}): p50 {r['total']:.0f} ms = "
@@ -375,8 +399,9 @@ def main() -> int:
               f"raw HTTP {f['raw_http']:.0f} ms, gradio_client {f['gradio_client']:.0f} ms = "
               f"{f['gradio_client'] / baseline:.2f}× in-process (gradio_client's floor: it looks for answers every 50 ms)")
     for ph in report["phases"]:
-        print(f"{ph['clients']} client(s): CPU per request: server {ph['server_cpu_ms_per_request']:.0f} ms, "
-              f"gradio_client {ph['client_cpu_ms_per_request']:.0f} ms; all {psutil.cpu_count()} cores "
+        print(f"{ph['clients']} client(s) via {ph['via']}: CPU per request: server "
+              f"{ph['server_cpu_ms_per_request']:.0f} ms, clients {ph['client_cpu_ms_per_request']:.0f} ms; "
+              f"all {psutil.cpu_count()} cores "
               f"{ph['cpu_busy']:.0%} busy")
     if args.soak_rounds:
         print(f"soak ({args.soak_rounds} × {args.seconds:.0f} s at {max(args.clients)} clients), server MiB after each: "

@@ -24,6 +24,7 @@ def _left_in(folder):
 def test_load_short_variant(trained_model, tmp_path):
     tmp, env = _private_tmp(tmp_path)
     proc = run_cli("benchmarks/load.py", "--clients", "1", "3", "--seconds", "12", "--hostile", "--raw-runs", "5", "--soak-rounds", "1",
+                   "--raw-clients", "1", "2",
                    "--model", str(trained_model), timeout=600, env=env)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
@@ -40,7 +41,12 @@ def test_load_short_variant(trained_model, tmp_path):
     assert float(floor.split("raw HTTP ")[1].split(" ms")[0]) > 0
     assert float(floor.split("gradio_client ")[1].split(" ms")[0]) > 0
     assert "soak (1 × 12 s at 3 clients), server MiB after each:" in out
-    assert "CPU per request: server" in out
+    assert "1 client(s) via gradio_client: CPU per request: server" in out
+    raw_rows = [line for line in out.splitlines() if line.startswith(("| 1 over raw HTTP |", "| 2 over raw HTTP |"))]
+    assert len(raw_rows) == 2 and all(line.rstrip().endswith("| 0 |") for line in raw_rows)
+    hostile_answered = [line.split(" | ")[6] for line in raw_rows]
+    assert all(int(a.split("/")[0]) == int(a.split("/")[1]) > 0 for a in hostile_answered), hostile_answered
+    assert "p95 with 2 clients / single-client p50 over raw HTTP:" in out
 
 
 def test_trace_memory_reports_rss_against_python_objects(trained_model, tmp_path):
