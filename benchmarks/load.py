@@ -293,6 +293,7 @@ def summarize(results, wall: float) -> dict:
         "p50_ms": statistics.median(ok) * 1e3 if ok else None,
         "p95_ms": ok[int(0.95 * (len(ok) - 1))] * 1e3 if ok else None,
         "throughput_per_s": len(results) / wall,
+        "mean_all_ms": statistics.fmean(d for _, d, _ in results) * 1e3 if results else None,  # hostile too
         "hostile_answered": sum(o == "hostile-answered" for o, _, _ in results),
         "hostile_sent": sum(h for _, _, h in results),
         "unexpected": [o for o, _, _ in results if o not in ("ok", "hostile-answered")],  # all: the table counts them
@@ -384,6 +385,13 @@ def main() -> int:
         if single and ph["clients"] > 1:
             via = "" if ph["via"] == "gradio_client" else " over raw HTTP"
             print(f"p95 with {ph['clients']} clients / single-client p50{via}: {ph['p95_ms'] / single:.2f}")
+            # Closed loop: mean round trip = clients / throughput, and throughput ≤ cores / CPU per request, so
+            # the mean cannot drop below clients × CPU per request / cores while the clients share the cores.
+            cpu_ms = ph["server_cpu_ms_per_request"] + ph["client_cpu_ms_per_request"]
+            floor = ph["clients"] * cpu_ms / psutil.cpu_count()
+            print(f"  mean round trip of all its requests {ph['mean_all_ms']:.0f} ms; with all {psutil.cpu_count()} "
+                  f"cores busy at this CPU per request ({cpu_ms:.0f} ms, server + clients) it could not be below "
+                  f"{floor:.0f} ms = {floor / single:.2f}× the single-client p50{via}")
     if "raw_http" in report:
         r = report["raw_http"]
         print(f"one client over raw HTTP ({args.raw_runs} requests, {valid[0].name}): p50 {r['total']:.0f} ms = "

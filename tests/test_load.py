@@ -47,6 +47,14 @@ def test_load_short_variant(trained_model, tmp_path):
     hostile_answered = [line.split(" | ")[6] for line in raw_rows]
     assert all(int(a.split("/")[0]) == int(a.split("/")[1]) > 0 for a in hostile_answered), hostile_answered
     assert "p95 with 2 clients / single-client p50 over raw HTTP:" in out
+    # Little's law: the measured mean of a closed loop can never beat the floor the cores set (small slack:
+    # CPU is read from /proc at the phase's edges)
+    floors = [l for l in out.splitlines() if l.startswith("  mean round trip of all its requests")]
+    assert len(floors) == 2  # the 3-client and the 2-client phase
+    for line in floors:
+        mean = float(line.split("requests ")[1].split(" ms")[0])
+        floor = float(line.split("could not be below ")[1].split(" ms")[0])
+        assert 0 < floor <= mean * 1.1, line
 
 
 def test_trace_memory_reports_rss_against_python_objects(trained_model, tmp_path):
