@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from apputil import client_files_in, running_app, serving_line  # noqa: E402
-from load import raw_http_request, run_clients, summarize  # noqa: E402
+from load import cpu_seconds, raw_http_request, run_clients, summarize  # noqa: E402
 
 
 def one_client_pairs(urls: dict[str, str], image: Path, model_name: str, pairs: int, warmup: int = 5) -> dict:
@@ -78,10 +78,10 @@ def idle_cpu_percent(procs: dict, seconds: float) -> dict[str, float]:
     """Each server's CPU while nobody uses it, in % of one core, over the same window for all."""
     time.sleep(IDLE_AFTER_S)
     handles = {side: psutil.Process(proc.pid) for side, proc in procs.items()}
-    before, t0 = {side: sum(h.cpu_times()[:2]) for side, h in handles.items()}, time.monotonic()
+    before, t0 = {side: cpu_seconds(h) for side, h in handles.items()}, time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - t0
-    return {side: (sum(h.cpu_times()[:2]) - before[side]) / wall * 100 for side, h in handles.items()}
+    return {side: (cpu_seconds(h) - before[side]) / wall * 100 for side, h in handles.items()}
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ not answered with its error, memory growth above 10%, or an upload left on disk.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import statistics
@@ -127,42 +128,47 @@ def run_clients(url: str, clients: int, seconds: float, valid: list[Path], hosti
         conf = {c["label"]: c["confidence"] for c in out[0]["confidences"]}
         return "ok" if abs(sum(conf.values()) - 1) <= 1e-4 else "bad-output"
 
+    def answered(expected: str | None, message: str) -> str:
+        return "hostile-answered" if expected and expected in message else f"error: {message}"
+
     def worker(k: int):
         client = None if raw_http else gradio_client(url, tls)
-        http, session = (httpx.Client(timeout=60), uuid.uuid4().hex) if raw_http else (None, None)
-        i = k
-        while time.monotonic() < stop:
-            use_hostile = bool(hostile) and i % 4 == 3
-            path = hostile[(i // 4) % len(hostile)] if use_hostile else valid[i % len(valid)]
-            expected = CASES[path.name.replace("⁄", "/")][1][1] if use_hostile else None
-            t = time.perf_counter()
-            try:
-                if raw_http:
-                    answer = raw_http_request(http, url, path, model_name, rejected=use_hostile, session_hash=session)
-                    outcome = "ok" if not use_hostile else ("hostile-answered" if expected in answer["error"]
-                                                           else f"error: {answer['error']}")
-                else:
-                    outcome = through_gradio_client(client, path)
-                    outcome = "hostile-accepted" if use_hostile else outcome
-            except Exception as exc:  # AppError carries the app's message; RuntimeError raw HTTP's
-                outcome = "hostile-answered" if expected and expected in str(exc) else f"error: {exc}"
-            with lock:
-                results.append((outcome, time.perf_counter() - t, use_hostile))
-            i += clients
-        if http is not None:
-            http.close()
-
-    def cpu_s(process: psutil.Process | None) -> float:
-        return sum(process.cpu_times()[:2]) if process else 0.0  # user + system
+        session = uuid.uuid4().hex
+        with httpx.Client(timeout=60) if raw_http else contextlib.nullcontext() as http:
+            i = k
+            while time.monotonic() < stop:
+                use_hostile = bool(hostile) and i % 4 == 3
+                path = hostile[(i // 4) % len(hostile)] if use_hostile else valid[i % len(valid)]
+                expected = CASES[path.name.replace("⁄", "/")][1][1] if use_hostile else None
+                t = time.perf_counter()
+                try:
+                    if raw_http:
+                        answer = raw_http_request(http, url, path, model_name, rejected=use_hostile,
+                                                  session_hash=session)
+                        outcome = answered(expected, answer["error"]) if use_hostile else "ok"
+                    else:
+                        outcome = through_gradio_client(client, path)
+                        outcome = "hostile-accepted" if use_hostile else outcome
+                except Exception as exc:  # AppError carries the app's message; RuntimeError raw HTTP's
+                    outcome = answered(expected, str(exc))
+                with lock:
+                    results.append((outcome, time.perf_counter() - t, use_hostile))
+                i += clients
 
     me = psutil.Process()
     threads = [threading.Thread(target=worker, args=(k,), name=f"load-client-{k}") for k in range(clients)]
-    start, server_cpu, client_cpu = time.monotonic(), cpu_s(server), cpu_s(me)
+    start, server_cpu, client_cpu = time.monotonic(), cpu_seconds(server), cpu_seconds(me)
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return results, time.monotonic() - start, {"server": cpu_s(server) - server_cpu, "clients": cpu_s(me) - client_cpu}
+    return results, time.monotonic() - start, {"server": cpu_seconds(server) - server_cpu,
+                                               "clients": cpu_seconds(me) - client_cpu}
+
+
+def cpu_seconds(process: psutil.Process | None) -> float:
+    """User + system CPU time of ``process`` so far (0 for None)."""
+    return sum(process.cpu_times()[:2]) if process else 0.0
 
 
 def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=None) -> dict:
@@ -254,28 +260,31 @@ def gradio_client_paired(url: str, image: Path, model_name: str, runs: int, in_p
             "paired_ratio": statistics.median(b / a for a, b in zip(here, there))}
 
 
-def client_floor(url: str, rejected: Path, model_name: str, runs: int, stock_client: bool = False) -> dict:
+def client_floor(url: str, folder: Path, model_name: str, runs: int, stock_client: bool = False) -> dict:
     """Round trips of a request the app refuses at once (an empty file: no decoding, no model), one client:
     what HTTP, Gradio's queue and each client cost with next to no server work. gradio_client looks for
     its answer every 50 ms (``stream_sse_v1plus``), which a raw-HTTP event stream does not."""
     import httpx
     from gradio_client import handle_file
 
+    rejected, expected = write_case(folder, "empty.png"), CASES["empty.png"][1][1]
     client = gradio_client(url, shared_tls_context(stock_client))
     raw, through_client, session = [], [], uuid.uuid4().hex
     with httpx.Client(timeout=60) as http:
         for i in range(runs + 3):
-            one = raw_http_request(http, url, rejected, model_name, rejected=True, session_hash=session)["total"]
+            answer = raw_http_request(http, url, rejected, model_name, rejected=True, session_hash=session)
+            if expected not in answer["error"]:
+                raise RuntimeError(f"raw HTTP: {rejected.name} refused with {answer['error']!r}")
             t = time.perf_counter()
             try:
                 client.predict(handle_file(str(rejected)), model_name, 0.45, api_name="/predict")
             except Exception as exc:  # AppError: the app's message
-                if "empty" not in str(exc):
+                if expected not in str(exc):
                     raise
             else:
                 raise RuntimeError(f"gradio_client: the app accepted {rejected.name}")
             if i >= 3:
-                raw.append(one)
+                raw.append(answer["total"])
                 through_client.append((time.perf_counter() - t) * 1e3)
     return {"raw_http": statistics.median(raw), "gradio_client": statistics.median(through_client)}
 
@@ -363,8 +372,7 @@ def main() -> int:
             report["raw_http"]["handler"] = handler_ms(proc.log_path)
             report["gradio_client_paired"] = gradio_client_paired(url, valid[0], model.name, args.raw_runs,
                                                                   predict_here, args.stock_client)
-            report["client_floor"] = client_floor(url, write_case(work, "empty.png"), model.name, args.raw_runs,
-                                                  args.stock_client)
+            report["client_floor"] = client_floor(url, work, model.name, args.raw_runs, args.stock_client)
         rss_end = server.memory_info().rss
         # any file holding an upload's bytes, and any empty temp file (Gradio leaked one per request)
         left = [f for f in temp.rglob("*") if f.is_file() and (f.stat().st_size == 0 or
