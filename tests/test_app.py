@@ -16,9 +16,6 @@ pytestmark = pytest.mark.slow
 gradio_client = pytest.importorskip("gradio_client")
 
 
-_client = new_client
-
-
 @pytest.fixture(scope="module", autouse=True)
 def client_files(tmp_path_factory):
     with client_files_in(tmp_path_factory.mktemp("gradio-client")) as folder:
@@ -41,7 +38,7 @@ def test_predict_probabilities_overlay_provenance(app, manifest_data, trained_mo
     src = sorted((manifest_data / "malignant" / "images").glob("*.png"))[0]
     wide = tmp_path / "wide slice.png"
     Image.open(src).resize((150, 60)).save(wide)  # non-square: the overlay must keep 5:2
-    label, heat, raw, decision, prov = _predict(_client(url), wide, name)
+    label, heat, raw, decision, prov = _predict(new_client(url), wide, name)
     conf = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert set(conf) == {"benign", "malignant"} and sum(conf.values()) == pytest.approx(1, abs=1e-6)
     h, w = np.asarray(Image.open(heat)).shape[:2]
@@ -63,7 +60,7 @@ def test_predict_probabilities_overlay_provenance(app, manifest_data, trained_mo
 def test_every_hostile_case_through_the_app(app, manifest_data, tmp_path, case):
     """Bad files: a specific error; awkward but valid files: a prediction. The server keeps serving."""
     url, proc, _, name = app
-    client = _client(url)
+    client = new_client(url)
     path = write_case(tmp_path, case)
     kind, expect = CASES[case][1]
     if kind == "error":
@@ -87,7 +84,7 @@ def test_dicom_mr_upload_shows_window_and_no_identity(app, tmp_path):
     ds.PatientName, ds.PatientID, ds.InstitutionName = "DOE^JANE", "PID-93847", "St Example Hospital"
     path = tmp_path / "scan.dcm"
     ds.save_as(path, enforce_file_format=True)
-    outputs = _predict(_client(url), path, name)
+    outputs = _predict(new_client(url), path, name)
     decision = outputs[3]
     assert "window: center 600 / width 1600" in decision
     log = proc.log_path.read_text()
@@ -103,7 +100,7 @@ def test_uploads_are_deleted_after_the_response(app, manifest_data, tmp_path):
     arr[0, 0] = 7  # bytes no other test uploads
     Image.fromarray(arr).save(unique)
     digest = hashlib.sha256(unique.read_bytes()).hexdigest()
-    _predict(_client(url), unique, name)
+    _predict(new_client(url), unique, name)
     on_disk = [p for p in temp.rglob("*") if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == digest]
     assert on_disk == []
     assert not any(p.name == "patient.png" for p in temp.rglob("*"))
@@ -115,7 +112,7 @@ def test_unknown_model_name_is_an_error(app, manifest_data):
     url, _, _, _ = app
     good = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
     with pytest.raises(Exception):
-        _predict(_client(url), good, "no-such-model")
+        _predict(new_client(url), good, "no-such-model")
 
 
 def test_gradios_traffic_monitoring_is_off(app):
@@ -144,11 +141,11 @@ def test_login_required_for_page_and_api_and_offline_share_keeps_serving(trained
                 urllib.request.urlopen(request, timeout=10)
             assert info.value.code == 401, path
         with pytest.raises(Exception):
-            _client(url)  # the API is behind the login too
+            new_client(url)  # the API is behind the login too
         with pytest.raises(Exception):
-            _client(url, auth=("reviewer", "wrong"))
+            new_client(url, auth=("reviewer", "wrong"))
         good = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
-        label = _predict(_client(url, auth=("reviewer", "s3cret-pass")), good, trained_model.name)[0]
+        label = _predict(new_client(url, auth=("reviewer", "s3cret-pass")), good, trained_model.name)[0]
         assert label["label"] in ("benign", "malignant")
         log = proc.log_path.read_text()
     # no network here: the share tunnel cannot open, and the app says so and keeps serving locally
@@ -164,7 +161,7 @@ def test_app_downloads_pinned_revision_from_hub(trained_model, manifest_data, tm
         env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf")}
         with running_app("--model", "lab/tiny", "--revision", repo.commit, env=env, temp_dir=tmp_path) as (url, _):
             good = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
-            prov = _predict(_client(url), good, "lab/tiny")[4]
+            prov = _predict(new_client(url), good, "lab/tiny")[4]
     assert f"Hub `lab/tiny` @ `{repo.commit}`" in prov
 
 
@@ -174,7 +171,7 @@ def test_identical_concurrent_uploads_all_succeed(app, manifest_data):
 
     url, _, temp, name = app
     image = sorted((manifest_data / "malignant" / "images").glob("*.png"))[5]
-    clients = [_client(url) for _ in range(4)]
+    clients = [new_client(url) for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda c: _predict(c, image, name)[0]["label"], clients * 2))
     assert len(results) == 8 and all(r in ("benign", "malignant") for r in results)
