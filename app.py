@@ -115,8 +115,11 @@ class WakeOnWorkQueue(ServingQueue):
         if self._queued_or_freed is None:
             self._queued_or_freed, self._job_started = asyncio.Event(), asyncio.Event()
 
-    def _wake_dispatch(self) -> None:
+    def _keep_polling(self) -> None:
         self._poll_until = time.monotonic() + self.POLL_AFTER_WORK_S
+
+    def _wake_dispatch(self) -> None:
+        self._keep_polling()
         if self._queued_or_freed is not None:
             self._queued_or_freed.set()
 
@@ -175,7 +178,7 @@ class WakeOnWorkQueue(ServingQueue):
                     process_event_task.add_done_callback(self._asyncio_tasks.discard)
                     if self.live_updates:
                         self.broadcast_estimations(concurrency_id)
-                    self._poll_until = time.monotonic() + self.POLL_AFTER_WORK_S
+                    self._keep_polling()
                     self._job_started.set()
                 else:
                     await self._wait(self._queued_or_freed, self.sleep_when_free)
