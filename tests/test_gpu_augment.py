@@ -6,9 +6,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+from torch.utils.data import WeightedRandomSampler
 from torchvision.transforms.v2 import functional as TF
 
+from tumortrace.engine import train_one_epoch
 from tumortrace.gpu_augment import DeviceBatches, GpuAugment
+from tumortrace.models import TumorClassifier
 from tumortrace.preprocess import normalize
 
 S = 32
@@ -174,6 +177,66 @@ def test_a_batch_is_a_dozen_device_operations_and_one_parameter_copy(erasing):
     copies = counted.ops["_to_copy"] + counted.ops["copy_"]
     assert copies == 2, counted.ops  # the parameters, and the images to float
     assert sum(counted.ops.values()) <= (13 if erasing == 0 else 25), counted.ops  # was 57 and 75
+
+
+class DeviceTraffic(TorchDispatchMode):
+    """Records what would make the CPU wait for a GPU, with the meta device standing in for it.
+
+    A value read back (``.item()``, ``float()``, ``bool()``: ``_local_scalar_dense``), a copy out of the device,
+    or an op whose output size depends on the data (``nonzero``) all wait for every queued kernel. Reads are
+    answered with 0 so the code runs on. Host-to-device copies are counted too: from pageable memory they
+    block the CPU until the GPU is idle.
+    """
+
+    DATA_DEPENDENT = {"nonzero", "masked_select", "unique", "_unique2", "repeat_interleave"}
+
+    def __init__(self, device: str = "meta"):
+        super().__init__()
+        self.device, self.reads, self.uploads = device, [], 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        on_device = any(t.device.type == self.device for t in tensors)
+        if on_device and name == "_local_scalar_dense":
+            self.reads.append(name)
+            return 0
+        if on_device and name in self.DATA_DEPENDENT:
+            self.reads.append(name)
+        out = func(*args, **kwargs)
+        if name in ("_to_copy", "copy_") and isinstance(out, torch.Tensor):
+            if on_device and out.device.type != self.device:
+                self.reads.append(name)
+            elif not on_device and out.device.type == self.device:
+                self.uploads += 1
+        return out
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_lite0"])
+def test_a_training_epoch_reads_from_the_device_only_after_its_last_step(arch):
+    # What training.train runs on a GPU (--augment-on gpu): batches augmented on the device, class-weighted
+    # loss with label smoothing, AdamW. A read-back inside the loop would make the CPU wait for the GPU each
+    # step, so the next batch could not be queued while the GPU computes (the data wait #5 measures).
+    def epoch(steps: int) -> DeviceTraffic:
+        torch.manual_seed(0)
+        model = TumorClassifier(arch=arch, image_size=S).to("meta")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        criterion = torch.nn.CrossEntropyLoss(weight=torch.tensor([0.7, 1.6]).to("meta"), label_smoothing=0.1)
+        n = 4 * steps
+        images = torch.empty(n, 3, S, S, dtype=torch.uint8, device="meta")
+        batches = DeviceBatches(images, torch.arange(n) % 2, 4, GpuAugment(S, MEAN, STD, erasing=0.5),
+                                WeightedRandomSampler(torch.ones(n), n))
+        with DeviceTraffic() as traffic:
+            stats = train_one_epoch(model, batches, criterion, optimizer, torch.device("meta"), 0,
+                                    show_progress=False, channels_last=True)
+        assert 0 <= stats["data_wait_fraction"] <= 1
+        return traffic
+
+    one, three = epoch(1), epoch(3)
+    assert one.reads == three.reads == ["_local_scalar_dense"] * 2  # the epoch's loss and accuracy, once
+    # per batch: its indices and its augmentation parameters (pinned and asynchronous on a GPU), nothing else
+    assert three.uploads - one.uploads == 2 * 2, (one.uploads, three.uploads)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: checks that no batch makes the CPU "

@@ -12,7 +12,9 @@ and a crop box larger than the image is clamped to the image instead of re-drawn
 Random parameters come from the CPU generator (small), so resuming restores them like the rest; the
 per-image arithmetic on them stays on the CPU too, and crosses to the GPU in one asynchronous copy, so a
 batch costs about a dozen kernel launches and should never make the CPU wait for the GPU (a CUDA-only test,
-``test_device_batches_never_wait_for_the_gpu``, checks this with torch's sync debug mode).
+``test_device_batches_never_wait_for_the_gpu``, checks this with torch's sync debug mode; on any machine,
+``test_a_training_epoch_reads_from_the_device_only_after_its_last_step`` runs a whole training epoch on the
+meta device and finds no read-back before the last step and two host-to-device copies per batch).
 """
 from __future__ import annotations
 
@@ -162,9 +164,7 @@ class DeviceBatches:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        cuda = self.images.device.type == "cuda"
         for idx in self.batches:
-            idx = torch.as_tensor(idx)
-            # pinned + non_blocking, like the parameters (GpuAugment.to_device): no host wait on the copy
-            idx = idx.pin_memory().to(self.images.device, non_blocking=True) if cuda else idx
+            # pinned + non_blocking, like the parameters: no host wait on the copy
+            idx = GpuAugment.to_device(torch.as_tensor(idx), self.images.device)
             yield self.augment(self.images[idx]), self.labels[idx]
