@@ -10,12 +10,16 @@ memory-format / compile setting is timed three ways: with batches already on the
 ceiling, no input work), with the DataLoader (augmentation in CPU workers, as --augment-on cpu), and
 with the augmentation on the GPU (tumortrace.gpu_augment, as --augment-on gpu, the default on CUDA).
 "data wait" is 1 - fed/ceiling: the share of GPU time lost to input.
+
+Both print the CPU time the GPU augmentation spends per batch before its kernels are queued (drawing the
+parameters and packing them, ``GpuAugment.per_image``): on a GPU that is not kept busy, this is data wait.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -40,6 +44,21 @@ GPU_SETTINGS = (  # (name, bf16 autocast, channels_last, torch.compile)
 
 def epoch(model, batches, opt, device, channels_last=False, amp=True) -> dict:
     return train_one_epoch(model, batches, nn.CrossEntropyLoss(), opt, device, 0, False, channels_last, amp)
+
+
+def host_side_ms(image_size: int, batch: int, runs: int = 500) -> float:
+    """Median CPU milliseconds of GpuAugment's per-batch host work (parameters drawn and packed)."""
+    augment, times = GpuAugment(image_size, (0.5,) * 3, (0.25,) * 3, erasing=0.5), []
+    for _ in range(runs):
+        start = time.perf_counter()
+        augment.per_image(augment.sample_params(batch))
+        times.append(time.perf_counter() - start)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def print_host_side(args) -> None:
+    print("GPU augmentation, CPU work per batch before its kernels: " + ", ".join(
+        f"batch {b}: {host_side_ms(args.image_size, b):.3f} ms" for b in args.batch_sizes))
 
 
 def cpu_table(args, device, images, labels) -> None:
@@ -116,6 +135,7 @@ def main() -> int:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, args.image_size, args.image_size), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 2, (n,), generator=g).tolist()
+    print_host_side(args)
     (gpu_table if cuda else cpu_table)(args, device, images, labels)
     return 0
 

@@ -211,3 +211,14 @@ def test_caliper_check_compares_as_is_and_painted_on_the_validation_split(traine
         if row["mark_pixels"] == 0:  # nothing painted: the model must see the identical slice
             assert row["p_as_is"] == row["p_painted"]
         assert "peak_in_lesion_as_is" in row  # every synthetic slice has a lesion mask
+
+
+def test_train_throughput_benchmark_prints_its_table():
+    out = run_cli("benchmarks/train_throughput.py", "--device", "cpu", "--archs", "resnet18", "--image-size", "32",
+                  "--batch-sizes", "4", "--images", "16", check=True).stdout
+    host = [line for line in out.splitlines() if line.startswith("GPU augmentation, CPU work per batch")]
+    assert len(host) == 1 and float(host[0].split("batch 4: ")[1].split(" ms")[0]) > 0, out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| resnet18 |")]
+    assert [r[1].strip() for r in rows] == ["0", "2"], out  # loader workers
+    for _, _, images_per_s, wait in rows:
+        assert float(images_per_s) > 0 and 0 <= float(wait.strip().rstrip("%")) <= 100, out

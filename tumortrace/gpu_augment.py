@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, RandomSampler, Sampler
@@ -39,29 +40,31 @@ class GpuAugment:
         self._constants: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        def uniform(lo, hi):
-            return lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
-
-        area = uniform(*self.scale)
-        log_ratio = uniform(math.log(self.ratio[0]), math.log(self.ratio[1]))
-        w = torch.sqrt(area * log_ratio.exp()).clamp(max=1.0)  # crop size as a fraction of the image side
-        h = torch.sqrt(area / log_ratio.exp()).clamp(max=1.0)
-        e_area = uniform(*ERASE_SCALE)
-        e_log_ratio = uniform(math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]))
-        ew = torch.sqrt(e_area * e_log_ratio.exp()).clamp(max=1.0)
-        eh = torch.sqrt(e_area / e_log_ratio.exp()).clamp(max=1.0)
-        return {
-            "erase": torch.rand(n, generator=generator) < self.erasing,
+        # One draw from the torch generator (resumable), then NumPy arithmetic on the CPU: each torch op on
+        # a 128-element tensor costs some microseconds of Python and dispatch, and this runs before every
+        # batch on the CPU thread that also has to keep the GPU fed.
+        u = torch.rand(n, 13, generator=generator, dtype=torch.float64).numpy()
+        lo, hi = np.array([[self.scale[0], math.log(self.ratio[0]), ERASE_SCALE[0], math.log(ERASE_RATIO[0]),
+                            -self.degrees, 1 - self.brightness, 1 - self.contrast]]), \
+            np.array([[self.scale[1], math.log(self.ratio[1]), ERASE_SCALE[1], math.log(ERASE_RATIO[1]),
+                       self.degrees, 1 + self.brightness, 1 + self.contrast]])
+        area, log_ratio, e_area, e_log_ratio, angle, brightness, contrast = (lo + (hi - lo) * u[:, :7]).T
+        ratio, e_ratio = np.exp(log_ratio), np.exp(e_log_ratio)
+        w = np.minimum(np.sqrt(area * ratio), 1.0)  # crop size as a fraction of the image side
+        h = np.minimum(np.sqrt(area / ratio), 1.0)
+        ew = np.minimum(np.sqrt(e_area * e_ratio), 1.0)
+        eh = np.minimum(np.sqrt(e_area / e_ratio), 1.0)
+        params = {
+            "erase": u[:, 7] < self.erasing,
             # erased rectangle: left/top edge and size as fractions of the output side
-            "ex": uniform(0, 1) * (1 - ew), "ey": uniform(0, 1) * (1 - eh), "ew": ew, "eh": eh,
-            "flip": torch.rand(n, generator=generator) < 0.5,
-            "angle": uniform(-self.degrees, self.degrees),
+            "ex": u[:, 8] * (1 - ew), "ey": u[:, 9] * (1 - eh), "ew": ew, "eh": eh,
+            "flip": u[:, 10] < 0.5,
+            "angle": angle,
             # crop centre in normalised coordinates [-1, 1]; the box stays inside the (rotated) image
-            "cx": (2 * (uniform(0, 1) * (1 - w) + w / 2) - 1), "cy": (2 * (uniform(0, 1) * (1 - h) + h / 2) - 1),
-            "w": w, "h": h,
-            "brightness": uniform(1 - self.brightness, 1 + self.brightness),
-            "contrast": uniform(1 - self.contrast, 1 + self.contrast),
+            "cx": 2 * (u[:, 11] * (1 - w) + w / 2) - 1, "cy": 2 * (u[:, 12] * (1 - h) + h / 2) - 1,
+            "w": w, "h": h, "brightness": brightness, "contrast": contrast,
         }
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()}
 
     def per_image(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """N×13 float32 on the CPU: all that ``apply`` needs per image, computed where the parameters are.
@@ -70,12 +73,12 @@ class GpuAugment:
         and the erased rectangle (left, top, width, height, on/off). Doing this arithmetic on the GPU cost
         some 30 kernel launches on 128 numbers; here it is one host-to-device copy.
         """
-        n = len(params["angle"])
-        erase = params.get("erase", torch.zeros(n, dtype=torch.bool))
-        box = [params[k] if k in params else torch.zeros(n, dtype=torch.float64) for k in ("ex", "ey", "ew", "eh")]
-        columns = [*self.affine(params).reshape(n, 6).T, params["brightness"] / 255, params["contrast"],
-                   *box, erase.double()]
-        return torch.stack(columns, 1).float()
+        p = {k: v.numpy() for k, v in params.items()}
+        n = len(p["angle"])
+        zeros = np.zeros(n)
+        columns = [*self.affine(p).reshape(n, 6).T, p["brightness"] / 255, p["contrast"],
+                   *(p.get(k, zeros) for k in ("ex", "ey", "ew", "eh")), p.get("erase", zeros)]
+        return torch.from_numpy(np.stack(columns, 1).astype(np.float32))
 
     @staticmethod
     def to_device(packed: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -101,18 +104,17 @@ class GpuAugment:
         return self._constants[device]
 
     @staticmethod
-    def affine(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    def affine(params: dict[str, np.ndarray]) -> np.ndarray:
         """N×2×3 maps from output to input coordinates: crop box → rotation about the centre → flip."""
-        a = torch.deg2rad(params["angle"])
-        cos, sin = a.cos(), a.sin()
-        fx = 1 - 2 * params["flip"].double()
+        a = np.deg2rad(params["angle"])
+        cos, sin = np.cos(a), np.sin(a)
+        fx = 1 - 2 * params["flip"].astype(np.float64)
         w, h, cx, cy = params["w"], params["h"], params["cx"], params["cy"]
         # source = Flip · Rot · (centre + diag(w, h) · u)
-        theta = torch.stack([
-            torch.stack([fx * cos * w, -fx * sin * h, fx * (cos * cx - sin * cy)], 1),
-            torch.stack([sin * w, cos * h, sin * cx + cos * cy], 1),
+        return np.stack([
+            np.stack([fx * cos * w, -fx * sin * h, fx * (cos * cx - sin * cy)], 1),
+            np.stack([sin * w, cos * h, sin * cx + cos * cy], 1),
         ], 1)
-        return theta
 
     def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """uint8 N×C×S×S (any device) → the model's normalised float input, augmented with ``params``.
