@@ -48,7 +48,10 @@ def confusion_figure(report: dict, which: str = "validated"):
 
 def curves_figure(history: list[dict]):
     epochs = [h["epoch"] for h in history]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4), dpi=100)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.8), dpi=100)
+    # Short centred titles leave the top corners blank: Gradio draws the image's label and its buttons there.
+    a1.set_title("loss", fontsize=10)
+    a2.set_title("accuracy and ROC-AUC", fontsize=10)
     a1.plot(epochs, [h["train_loss"] for h in history], label="train")
     a1.plot(epochs, [h["val_loss"] for h in history], label="validation")
     a1.set_xlabel("epoch"), a1.set_ylabel("cross-entropy loss"), a1.legend()
@@ -57,6 +60,7 @@ def curves_figure(history: list[dict]):
     a2.plot(epochs, [h["val_auc"] for h in history], label="validation ROC-AUC (malignant)")
     a2.set_xlabel("epoch"), a2.set_ylim(0, 1.02), a2.legend(fontsize=8)
     fig.tight_layout()
+    fig.subplots_adjust(top=0.8)
     return fig
 
 
