@@ -26,8 +26,8 @@ from tumortrace import CLASSES, plots  # noqa: E402
 from tumortrace.checkpoint import (RESUME_NAME, atomic_write_text, load_model, load_resume_state,  # noqa: E402
                                    save_model, save_resume_state)
 from tumortrace.data import DataError, SliceDataset, decode_all, discover  # noqa: E402
-from tumortrace.engine import (EarlyStopping, all_reduce_mean, init_distributed, predict_probs,  # noqa: E402
-                               rng_state, seed_everything, select_device, set_rng_state, sync_buffers,
+from tumortrace.engine import (EarlyStopping, all_reduce_mean, init_distributed, learning_rate,  # noqa: E402
+                               predict_probs, rng_state, seed_everything, select_device, set_rng_state, sync_buffers,
                                train_one_epoch)
 from tumortrace.evaluate import evaluate_images, write_evaluation  # noqa: E402
 from tumortrace.gpu_augment import DeviceBatches, GpuAugment  # noqa: E402
@@ -183,7 +183,7 @@ def build_model(args) -> TumorClassifier:
 
 
 def make_optimizer(args, model, steps_per_epoch):
-    lr = args.lr or (3e-4 if args.opt == "adamw" else 0.01)
+    lr = learning_rate(args.opt, args.lr)
     if args.opt == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
     else:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import INTENDED_USE, POSITIVE_CLASS, __version__
+from .engine import DEFAULT_LR, learning_rate
 
 BUSI_CITATION = ("Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. Dataset of breast ultrasound images. "
                  "Data in Brief 28 (2020) 104863. doi:10.1016/j.dib.2019.104863")
@@ -35,11 +36,17 @@ AUGMENT_ON = {"cpu": "the CPU (loader workers)", "gpu": "the GPU (tumortrace.gpu
               "auto": "the GPU if trained with CUDA, else the CPU (--augment-on auto)"}
 
 
+def _lr(args: dict) -> str:
+    if args.get("opt") not in DEFAULT_LR:
+        return str(args.get("lr"))
+    return f"{learning_rate(args['opt'], args.get('lr')):g} ({args.get('lr_scheduler', 'cosine')} schedule)"
+
+
 def training_summary(summary: dict) -> str:
     a = summary.get("args", {})
     return (f"{summary.get('epochs_run')} epochs (best {summary.get('best_epoch')}, early stopping on "
             f"{summary.get('monitor')}, patience {a.get('patience')}); init: {summary.get('init')}; "
-            f"{a.get('opt')}, lr {a.get('lr') or 'default'}, batch {a.get('batch_size')}, "
+            f"{a.get('opt')}, lr {_lr(a)}, weight decay {a.get('weight_decay')}, batch {a.get('batch_size')}, "
             f"balance {a.get('balance')}, label smoothing {a.get('label_smoothing', 0.0)}, "
             f"augmentation on {AUGMENT_ON.get(a.get('augment_on', 'cpu'), a.get('augment_on'))}, "
             f"seed {a.get('seed')}"
@@ -92,7 +99,7 @@ def render(config: dict, evaluation: dict, history_summary: dict, data_citation:
 **Intended use.** {INTENDED_USE} It classifies one image slice containing a breast lesion as benign or
 malignant, for research and for reviewing model behaviour. It must not be used for diagnosis.
 
-| | |
+| property | value |
 |---|---|
 | architecture | `{config['arch']}`, input {config['image_size']}×{config['image_size']} |
 | modality | **{modality}** |

@@ -97,6 +97,15 @@ def sync_buffers(model: nn.Module, info: DistInfo) -> None:
             dist.broadcast(buf, src=0)
 
 
+# ---------------------------------------------------------------- optimiser defaults
+DEFAULT_LR = {"adamw": 3e-4, "sgd": 0.01}
+
+
+def learning_rate(opt: str, lr: float | None) -> float:
+    """The starting learning rate: ``--lr``, or the optimiser's default (also what the model card states)."""
+    return lr or DEFAULT_LR[opt]
+
+
 # ---------------------------------------------------------------- early stopping
 class EarlyStopping:
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
