@@ -99,9 +99,9 @@ def render(config: dict, evaluation: dict, history_summary: dict, data_citation:
 **Intended use.** {INTENDED_USE} It classifies one image slice containing a breast lesion as benign or
 malignant, for research and for reviewing model behaviour. It must not be used for diagnosis.
 
-| property | value |
+| item | details |
 |---|---|
-| architecture | `{config['arch']}`, input {config['image_size']}×{config['image_size']} |
+| model | `{config['arch']}`, input {config['image_size']}×{config['image_size']} |
 | modality | **{modality}** |
 | training data | {config.get('training_data', 'unspecified')} |
 | classes | index 0 `benign`, index 1 `malignant` (positive class) |
