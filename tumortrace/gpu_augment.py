@@ -18,7 +18,6 @@ meta device and finds no read-back before the last step and two host-to-device c
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -44,11 +43,11 @@ class GpuAugment:
         # a 128-element tensor costs some microseconds of Python and dispatch, and this runs before every
         # batch on the CPU thread that also has to keep the GPU fed.
         u = torch.rand(n, 13, generator=generator, dtype=torch.float64).numpy()
-        lo, hi = np.array([[self.scale[0], math.log(self.ratio[0]), ERASE_SCALE[0], math.log(ERASE_RATIO[0]),
-                            -self.degrees, 1 - self.brightness, 1 - self.contrast]]), \
-            np.array([[self.scale[1], math.log(self.ratio[1]), ERASE_SCALE[1], math.log(ERASE_RATIO[1]),
-                       self.degrees, 1 + self.brightness, 1 + self.contrast]])
-        area, log_ratio, e_area, e_log_ratio, angle, brightness, contrast = (lo + (hi - lo) * u[:, :7]).T
+        ranges = np.array([self.scale, np.log(self.ratio), ERASE_SCALE, np.log(ERASE_RATIO),
+                           (-self.degrees, self.degrees), (1 - self.brightness, 1 + self.brightness),
+                           (1 - self.contrast, 1 + self.contrast)], dtype=np.float64)  # 7 × (low, high)
+        uniform = ranges[:, 0] + (ranges[:, 1] - ranges[:, 0]) * u[:, :7]
+        area, log_ratio, e_area, e_log_ratio, angle, brightness, contrast = uniform.T
         ratio, e_ratio = np.exp(log_ratio), np.exp(e_log_ratio)
         w = np.minimum(np.sqrt(area * ratio), 1.0)  # crop size as a fraction of the image side
         h = np.minimum(np.sqrt(area / ratio), 1.0)
