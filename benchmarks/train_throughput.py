@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from inference import timed  # noqa: E402
 
 from tumortrace.data import SliceDataset  # noqa: E402
 from tumortrace.engine import select_device, train_one_epoch  # noqa: E402
@@ -48,12 +50,8 @@ def epoch(model, batches, opt, device, channels_last=False, amp=True) -> dict:
 
 def host_side_ms(image_size: int, batch: int, runs: int = 500) -> float:
     """Median CPU milliseconds of GpuAugment's per-batch host work (parameters drawn and packed)."""
-    augment, times = GpuAugment(image_size, (0.5,) * 3, (0.25,) * 3, erasing=0.5), []
-    for _ in range(runs):
-        start = time.perf_counter()
-        augment.per_image(augment.sample_params(batch))
-        times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
+    augment = GpuAugment(image_size, (0.5,) * 3, (0.25,) * 3, erasing=0.5)
+    return timed(lambda: augment.per_image(augment.sample_params(batch)), runs)["p50"]
 
 
 def print_host_side(args) -> None:
