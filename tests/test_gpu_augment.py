@@ -144,20 +144,43 @@ def test_cpu_transform_has_erasing_only_when_asked():
 
 
 class DeviceOps(TorchDispatchMode):
-    """Counts the operations that touch a tensor on ``device``: on a GPU each is a kernel launch or a copy."""
+    """What code does on ``device`` (the meta device standing in for a GPU), in three records.
+
+    ``ops``: the operations that touch a tensor there (on a GPU each is a kernel launch or a copy).
+    ``reads``: what would make the CPU wait for every queued kernel: a value read back (``.item()``,
+    ``float()``, ``bool()``: ``_local_scalar_dense``, answered with 0 so the code runs on), a copy off the
+    device, or an op whose output size depends on the data (``nonzero``).
+    ``uploads``: host-to-device copies (from pageable memory they block the CPU until the GPU is idle).
+    """
 
     VIEWS = {"view", "select", "slice", "unsqueeze", "t", "expand", "_unsafe_view", "alias", "as_strided", "detach"}
+    DATA_DEPENDENT = {"nonzero", "masked_select", "unique", "_unique2", "repeat_interleave"}
 
-    def __init__(self, device: str):
+    def __init__(self, device: str = "meta"):
         super().__init__()
-        self.device, self.ops = device, collections.Counter()
+        self.device, self.ops, self.reads, self.uploads = device, collections.Counter(), [], 0
+
+    def _here(self, *trees) -> bool:
+        return any(isinstance(t, torch.Tensor) and t.device.type == self.device for t in tree_leaves(trees))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
         name = func.overloadpacket.__name__
-        touched = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
-        if name not in self.VIEWS and any(t.device.type == self.device for t in touched):
+        inputs_here = self._here(args, kwargs)
+        if inputs_here and name == "_local_scalar_dense":
+            self.reads.append(name)
+            return 0
+        if inputs_here and name in self.DATA_DEPENDENT:
+            self.reads.append(name)
+        out = func(*args, **kwargs)
+        if name not in self.VIEWS and (inputs_here or self._here(out)):
             self.ops[name] += 1
+        if name in ("_to_copy", "copy_"):
+            source, target = (args[0], out) if name == "_to_copy" else (args[1], args[0])
+            if self._here(source) and not self._here(target):
+                self.reads.append(name)
+            elif self._here(target) and not self._here(source):
+                self.uploads += 1
         return out
 
 
@@ -179,46 +202,12 @@ def test_a_batch_is_a_dozen_device_operations_and_one_parameter_copy(erasing):
     assert sum(counted.ops.values()) <= (13 if erasing == 0 else 25), counted.ops  # was 57 and 75
 
 
-class DeviceTraffic(TorchDispatchMode):
-    """Records what would make the CPU wait for a GPU, with the meta device standing in for it.
-
-    A value read back (``.item()``, ``float()``, ``bool()``: ``_local_scalar_dense``), a copy out of the device,
-    or an op whose output size depends on the data (``nonzero``) all wait for every queued kernel. Reads are
-    answered with 0 so the code runs on. Host-to-device copies are counted too: from pageable memory they
-    block the CPU until the GPU is idle.
-    """
-
-    DATA_DEPENDENT = {"nonzero", "masked_select", "unique", "_unique2", "repeat_interleave"}
-
-    def __init__(self, device: str = "meta"):
-        super().__init__()
-        self.device, self.reads, self.uploads = device, [], 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = func.overloadpacket.__name__
-        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        on_device = any(t.device.type == self.device for t in tensors)
-        if on_device and name == "_local_scalar_dense":
-            self.reads.append(name)
-            return 0
-        if on_device and name in self.DATA_DEPENDENT:
-            self.reads.append(name)
-        out = func(*args, **kwargs)
-        if name in ("_to_copy", "copy_") and isinstance(out, torch.Tensor):
-            if on_device and out.device.type != self.device:
-                self.reads.append(name)
-            elif not on_device and out.device.type == self.device:
-                self.uploads += 1
-        return out
-
-
 @pytest.mark.parametrize("arch", ["resnet18", "efficientnet_lite0"])
 def test_a_training_epoch_reads_from_the_device_only_after_its_last_step(arch):
     # What training.train runs on a GPU (--augment-on gpu): batches augmented on the device, class-weighted
     # loss with label smoothing, AdamW. A read-back inside the loop would make the CPU wait for the GPU each
     # step, so the next batch could not be queued while the GPU computes (the data wait #5 measures).
-    def epoch(steps: int) -> DeviceTraffic:
+    def epoch(steps: int) -> DeviceOps:
         torch.manual_seed(0)
         model = TumorClassifier(arch=arch, image_size=S).to("meta")
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -227,7 +216,7 @@ def test_a_training_epoch_reads_from_the_device_only_after_its_last_step(arch):
         images = torch.empty(n, 3, S, S, dtype=torch.uint8, device="meta")
         batches = DeviceBatches(images, torch.arange(n) % 2, 4, GpuAugment(S, MEAN, STD, erasing=0.5),
                                 WeightedRandomSampler(torch.ones(n), n))
-        with DeviceTraffic() as traffic:
+        with DeviceOps() as traffic:
             stats = train_one_epoch(model, batches, criterion, optimizer, torch.device("meta"), 0,
                                     show_progress=False, channels_last=True)
         assert 0 <= stats["data_wait_fraction"] <= 1
