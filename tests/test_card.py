@@ -19,3 +19,36 @@ def test_card_states_the_learning_rate_training_used(args, stated):
     # --lr left at its default was written "lr default": the number has to be on the card
     text = training_summary(summary(**args))
     assert stated in text and "lr default" not in text
+
+
+@pytest.mark.parametrize("args, device, stated", [
+    # what train.py records now: the resolved place and the device
+    ({"augment_on": "gpu", "amp": "bf16"}, "NVIDIA H100 80GB HBM3 (CUDA)",
+     "augmentation on the GPU (tumortrace.gpu_augment), seed 0; trained on NVIDIA H100 80GB HBM3 (CUDA), "
+     "bf16 autocast"),
+    ({"augment_on": "cpu", "amp": "off"}, "NVIDIA A10G (CUDA)",
+     "augmentation on the CPU (loader workers), seed 0; trained on NVIDIA A10G (CUDA), fp32"),
+    ({"augment_on": "cpu", "amp": "bf16"}, "CPU (x86_64, 2 threads)",
+     "augmentation on the CPU (loader workers), seed 0; trained on CPU (x86_64, 2 threads), fp32"),
+    # older histories kept "auto": the device says what it meant
+    ({"augment_on": "auto", "amp": "bf16"}, "NVIDIA H100 (CUDA)",
+     "augmentation on the GPU (tumortrace.gpu_augment), seed 0; trained on NVIDIA H100 (CUDA), bf16 autocast"),
+    ({"augment_on": "auto"}, "CPU (x86_64, 2 cores)", "augmentation on the CPU (loader workers)"),
+    # and where the device is unknown, the card does not guess
+    ({"augment_on": "auto", "amp": "bf16"}, None, "augmentation on the GPU if trained with CUDA, else the CPU"),
+])
+def test_card_states_where_and_in_what_precision_a_model_trained(args, device, stated):
+    s = summary(**args)
+    if device:
+        s["device"] = device
+    text = training_summary(s)
+    assert stated in text
+    assert ("trained on" in text) == bool(device)
+    assert ("bf16" in text) == ("bf16 autocast" in stated)
+
+
+def test_card_says_when_the_device_was_recorded_after_training():
+    s = {**summary(augment_on="auto"), "device": "CPU (x86_64, 2 cores)",
+         "device_source": "recorded after training, from commit abb086a"}
+    assert training_summary(s).endswith("trained on CPU (x86_64, 2 cores), fp32 (device recorded after training, "
+                                        "from commit abb086a)")

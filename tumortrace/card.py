@@ -42,15 +42,37 @@ def _lr(args: dict) -> str:
     return f"{learning_rate(args['opt'], args.get('lr')):g} ({args.get('lr_scheduler', 'cosine')} schedule)"
 
 
+def _trained_on_cuda(summary: dict) -> bool | None:
+    """None where the history does not say where it trained (train.py records it since 2026-11-23)."""
+    device = summary.get("device")
+    return None if not device else "(CUDA)" in device
+
+
+def _augmentation(args: dict, on_cuda: bool | None) -> str:
+    where = args.get("augment_on", "cpu")  # before --augment-on existed, augmentation ran in the loader
+    if where == "auto" and on_cuda is not None:  # older histories kept "auto" instead of what it resolved to
+        where = "gpu" if on_cuda else "cpu"
+    return AUGMENT_ON.get(where, where)
+
+
+def _hardware(summary: dict, args: dict, on_cuda: bool | None) -> str:
+    if on_cuda is None:
+        return ""
+    # CPU training is always fp32; on CUDA, --amp decides (histories without it: say nothing)
+    precision = {"bf16": ", bf16 autocast", "off": ", fp32"}.get(args.get("amp"), "") if on_cuda else ", fp32"
+    source = f" (device {summary['device_source']})" if summary.get("device_source") else ""
+    return f"; trained on {summary['device']}{precision}{source}"
+
+
 def training_summary(summary: dict) -> str:
     a = summary.get("args", {})
+    on_cuda = _trained_on_cuda(summary)
     return (f"{summary.get('epochs_run')} epochs (best {summary.get('best_epoch')}, early stopping on "
             f"{summary.get('monitor')}, patience {a.get('patience')}); init: {summary.get('init')}; "
             f"{a.get('opt')}, lr {_lr(a)}, weight decay {a.get('weight_decay')}, batch {a.get('batch_size')}, "
             f"balance {a.get('balance')}, label smoothing {a.get('label_smoothing', 0.0)}, "
-            f"augmentation on {AUGMENT_ON.get(a.get('augment_on', 'cpu'), a.get('augment_on'))}, "
-            f"seed {a.get('seed')}"
-            + (f"; trained on {summary['device']}" if summary.get("device") else ""))
+            f"augmentation on {_augmentation(a, on_cuda)}, seed {a.get('seed')}"
+            + _hardware(summary, a, on_cuda))
 
 
 def write_card(folder: str | Path) -> Path:
