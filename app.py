@@ -40,6 +40,9 @@ log = logging.getLogger("tumortrace.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
 MAX_FILE_SIZE = "25mb"
+# Gradio's markdown tables may wrap anywhere (word-break: break-word), which also lets a table squeeze a column below its longest
+# word; "break-word" wraps only a word that cannot fit, so columns keep whole words.
+CSS = ".prose td, .prose th { overflow-wrap: break-word; word-break: normal; }"
 CONCURRENCY = 2  # predictions at once (default of --concurrency): the 2-core target machine is saturated by two
 METRIC_ROWS = [("roc_auc", "ROC-AUC"), ("recall", "Sensitivity (recall)"), ("specificity", "Specificity"),
                ("precision", "Precision (PPV)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
@@ -647,7 +650,7 @@ def launch(demo: gr.Blocks, **options) -> None:
     Gradio's /monitoring endpoints are off: the app has no use for its traffic dashboard, which would
     otherwise be reachable without a login on a local app, and ServingQueue skips their summary."""
     demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, prevent_thread_lock=True, footer_links=["api"],
-                enable_monitoring=False, **options)
+                enable_monitoring=False, css=CSS, **options)
 
 
 def main(args: argparse.Namespace) -> int:

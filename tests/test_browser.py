@@ -16,6 +16,24 @@ if CHROMIUM is None:
     pytest.skip("no Chromium on this machine (apt-get install chromium); .ci/run installs it", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
+# Each word of every table cell shown: its pieces between spaces, hyphens, dashes and slashes (where a
+# line may break) that the browser drew on more than one line.
+SPLIT_WORDS_JS = """() => {
+  const split = [];
+  for (const cell of document.querySelectorAll('td, th')) {
+    if (!cell.offsetParent) continue;
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.data.matchAll(/[^\\s\\-\\/–—]+/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        if (new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1) split.push(m[0]);
+      }
+    }
+  }
+  return split;
+}"""
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -45,6 +63,14 @@ def test_upload_classify_and_tabs(trained_model, manifest_data, tmp_path):
         page.get_by_role("tab", name="About").click()
         page.get_by_text("Intended use").first.wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "about.png"), full_page=True)
+        # The tables' first columns were squeezed until words broke mid-word ("threshol|d"): Gradio's
+        # markdown lets a line wrap anywhere, so a long row elsewhere could take their width.
+        for width in (1280, 800):
+            page.set_viewport_size({"width": width, "height": 1100})
+            for tab in ("Predict", "Evaluation", "About"):
+                page.get_by_role("tab", name=tab).click()
+                page.wait_for_timeout(300)
+                assert page.evaluate(SPLIT_WORDS_JS) == [], f"words broken across lines in the {tab} tab at {width} px"
         browser.close()
     assert (shots / "predict.png").stat().st_size > 10_000
 
