@@ -96,6 +96,76 @@ def _dicom(kind: str) -> bytes:
     return buf.getvalue()
 
 
+def _deflated_mr() -> bytes:
+    """MR_small written with the Deflated Explicit VR Little Endian transfer syntax, as pydicom writes it."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def deflated_series(side: int, frames: int) -> bytes:
+    """A valid deflated DICOM MR series of ``frames`` zero frames, compressed as it is written, so that a bomb
+    (a small file that inflates to gigabytes) never needs its inflated bytes in memory."""
+    import zlib
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    del ds.PixelData
+    ds.Rows = ds.Columns = side
+    ds.NumberOfFrames = frames
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    nbytes = frames * side * side * 2
+    head, meta = DicomBytesIO(), DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    write_dataset(head, ds)
+    head.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, nbytes))  # Pixel Data, then its bytes
+    write_file_meta_info(meta, ds.file_meta)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = [deflate.compress(head.getvalue())]
+    zeros = bytes(1 << 20)
+    for start in range(0, nbytes, len(zeros)):
+        body.append(deflate.compress(zeros[:min(len(zeros), nbytes - start)]))
+    return b"\0" * 128 + b"DICM" + meta.getvalue() + b"".join(body) + deflate.flush()
+
+
+def rle_series(side: int, frames: int) -> bytes:
+    """A valid RLE Lossless DICOM MR series: every frame the same vertical 16-bit ramp, a few KB per frame."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds.Rows = ds.Columns = side
+    ds.NumberOfFrames = frames
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    rows = np.linspace(0, 60000, side).astype(np.uint16)
+    # one segment per byte (high, then low), each row a replicate run of 128 repeated: byte 257 - 128 = 0x81
+    segments = [b"".join(bytes([0x81, int(v)]) * (side // 128) for v in plane) for plane in (rows >> 8, rows & 0xFF)]
+    header = struct.pack("<16I", 2, 64, 64 + len(segments[0]), *[0] * 13)
+    ds.PixelData = encapsulate([header + segments[0] + segments[1]] * frames)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _check_ramp_frame(li):
+    _check_frame(li)
+    assert li.pixels.shape == (512, 512) and li.pixels[0].max() < li.pixels[-1].min()
+
+
 def _check_not_saturated(li):
     px = li.pixels
     assert px.ndim == 2, "16-bit grayscale must stay one channel"
@@ -177,6 +247,11 @@ CASES: dict[str, tuple] = {
     "jpeg2000_compressed.dcm": (lambda: _dicom("jp2k"), _ok(_check_window)),
     "dicom_without_extension": (lambda: _dicom("mr"), _ok(_check_window)),
     "fake.dcm": (lambda: b"not a dicom at all" * 20, _err("not a valid DICOM")),
+    "mr_deflated.dcm": (_deflated_mr, _ok(_check_window)),
+    "deflated_series.dcm": (lambda: deflated_series(64, 3), _ok(_check_frame)),
+    # ~200 KB that inflate to 256 MiB: pydicom would inflate it whole before reading a tag
+    "deflate_bomb.dcm": (lambda: deflated_series(4096, 8), _err("possible decompression bomb")),
+    "rle_series.dcm": (lambda: rle_series(512, 64), _ok(_check_ramp_frame)),
     "name with spaces ü ../x.png": (lambda: _png_bytes(_gray()), _ok(_check_gray)),
 }
 

@@ -1,5 +1,6 @@
 """The image loader against the hostile corpus (tests/hostile.py), plus a bounded fuzz run."""
 import os
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 from PIL import Image
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hostile import CASES, write_case
-from tumortrace.images import ImageLoadError, LoadedImage, load_image
+from hostile import CASES, deflated_series, rle_series, write_case
+from tumortrace.images import MAX_FILE_BYTES, ImageLoadError, LoadedImage, load_image
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -133,3 +134,33 @@ def test_8bit_pixels_are_exactly_pils_float_values(tmp_path, mode):
     assert pixels.shape == expected.shape
     np.testing.assert_array_equal(pixels, expected)
     assert pixels.ndim == (2 if mode in {"L", "gray RGB", "gray RGBA", "LA", "1"} else 3)
+
+
+def _peak_traced_bytes(fn):
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_compressed_series_decodes_only_the_slice_it_shows(tmp_path):
+    """256 RLE frames of 512×512 (4 MB on disk) are 128 MiB decoded; one slice is 0.5 MiB."""
+    path = tmp_path / "series.dcm"
+    path.write_bytes(rle_series(512, 256))
+    loaded, peak = _peak_traced_bytes(lambda: load_image(path))
+    assert loaded.info["frame"] == "frame 1 of 256 used"
+    assert peak < 40 * 2**20, f"{peak / 2**20:.0f} MiB at peak"
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_it(tmp_path):
+    path = tmp_path / "bomb.dcm"
+    path.write_bytes(deflated_series(4096, 8))  # 256 MiB inflated, 0.25 MB on disk
+
+    def refused():
+        with pytest.raises(ImageLoadError, match=f"inflates to more than {MAX_FILE_BYTES // 2**20} MiB"):
+            load_image(path)
+
+    _, peak = _peak_traced_bytes(refused)
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB at peak"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,32 +162,26 @@ def _scale_high_depth(path: Path, arr: np.ndarray, info: dict, low: float | None
 
 
 def _load_dicom(path: Path, max_pixels: int) -> LoadedImage:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut
 
-    try:
-        ds = pydicom.dcmread(path)
-    except InvalidDicomError:
-        raise ImageLoadError(path, "not a valid DICOM file (no DICM header)") from None
-    except Exception as exc:  # pydicom raises many types on damaged files
-        raise ImageLoadError(path, f"DICOM file is damaged ({type(exc).__name__}: {exc})") from None
+    ds = _read_dicom(path)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageLoadError(path, "DICOM file has no pixel data (not an image, e.g. a report or header only)")
     info = {"format": "DICOM", "modality": str(ds.get("Modality", "unknown"))}
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     _check_geometry(path, cols, rows, max_pixels)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     try:
+        if n_frames > 1:
+            ds.pixel_array_options(index=0)  # decode the slice shown, not a whole compressed series
         arr = ds.pixel_array
     except Exception as exc:
         syntax = ds.file_meta.get("TransferSyntaxUID", None)
         name = getattr(syntax, "name", str(syntax))
         raise ImageLoadError(path, f"DICOM pixel data cannot be decoded (transfer syntax {name}: {exc}); "
                                    "install pylibjpeg and pylibjpeg-libjpeg for JPEG-compressed DICOM") from None
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1))
     if n_frames > 1:
-        arr = arr[0]
         info["frame"] = f"frame 1 of {n_frames} used"
     if samples == 3:
         arr = np.asarray(arr, dtype=np.float64)
@@ -207,6 +202,43 @@ def _load_dicom(path: Path, max_pixels: int) -> LoadedImage:
         pixels = 1.0 - pixels
         info["inverted"] = "MONOCHROME1 shown inverted"
     return LoadedImage(pixels, info)
+
+
+def _read_dicom(path: Path):
+    """The file's pydicom dataset, once a deflated one is known to inflate to at most MAX_FILE_BYTES.
+
+    pydicom inflates a Deflated Explicit VR Little Endian dataset whole, in memory, before reading it: a
+    25 MB upload of zeros would take ~25 GB in the server."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import read_dataset, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        with open(path, "rb") as fp:
+            read_preamble(fp, False)
+            meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
+                                stop_when=lambda tag, vr, length: tag >> 16 != 2)  # the file meta group
+            if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                _check_inflated_size(path, fp)
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise ImageLoadError(path, "not a valid DICOM file (no DICM header)") from None
+    except ImageLoadError:
+        raise
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise ImageLoadError(path, f"DICOM file is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _check_inflated_size(path: Path, deflated, limit: int = MAX_FILE_BYTES) -> None:
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    while (chunk := deflated.read(1 << 16)) and not inflater.eof:
+        while chunk:  # at most 1 MiB out per call: the inflated data is counted, never held
+            total += len(inflater.decompress(chunk, 1 << 20))
+            if total > limit:
+                raise ImageLoadError(path, f"deflated DICOM data inflates to more than {limit // 2**20} MiB, the "
+                                           "limit for a file (possible decompression bomb)")
+            chunk = inflater.unconsumed_tail
 
 
 def _first(value):
