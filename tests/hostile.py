@@ -161,6 +161,27 @@ def rle_series(side: int, frames: int) -> bytes:
     return buf.getvalue()
 
 
+def compressed_dicom(fmt: str, side: int, stated: int = 512) -> bytes:
+    """An 8-bit MR DICOM whose one JPEG or JPEG 2000 frame (Pillow's encoding of a side×side ramp) is
+    stated in the header as stated×stated: with side > stated, a small file that decodes to side² pixels."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds.Rows = ds.Columns = stated
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for tag in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+        ds.pop(tag, None)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit if fmt == "JPEG" else JPEG2000Lossless
+    image = Image.fromarray(np.linspace(0, 255, side * side).astype(np.uint8).reshape(side, side), "L")
+    ds.PixelData = encapsulate([_png_bytes(image, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def _check_ramp_frame(li):
     _check_frame(li)
     assert li.pixels.shape == (512, 512) and li.pixels[0].max() < li.pixels[-1].min()
@@ -252,6 +273,11 @@ CASES: dict[str, tuple] = {
     # ~200 KB that inflate to 256 MiB: pydicom would inflate it whole before reading a tag
     "deflate_bomb.dcm": (lambda: deflated_series(4096, 8), _err("possible decompression bomb")),
     "rle_series.dcm": (lambda: rle_series(512, 64), _ok(_check_ramp_frame)),
+    "jpeg_compressed.dcm": (lambda: compressed_dicom("JPEG", 64, 64), _ok(_check_gray)),
+    "jpeg2000_8bit.dcm": (lambda: compressed_dicom("JPEG2000", 64, 64), _ok(_check_gray)),
+    # the codestream says 2048×2048, the header 512×512: decoded at the codestream's size before any check
+    "jpeg_size_mismatch.dcm": (lambda: compressed_dicom("JPEG", 2048), _err("decompression bomb")),
+    "jpeg2000_size_mismatch.dcm": (lambda: compressed_dicom("JPEG2000", 2048), _err("decompression bomb")),
     "name with spaces ü ../x.png": (lambda: _png_bytes(_gray()), _ok(_check_gray)),
 }
 

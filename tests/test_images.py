@@ -1,5 +1,6 @@
 """The image loader against the hostile corpus (tests/hostile.py), plus a bounded fuzz run."""
 import os
+import struct
 import tracemalloc
 from pathlib import Path
 
@@ -8,8 +9,8 @@ import pytest
 from PIL import Image
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hostile import CASES, deflated_series, rle_series, write_case
-from tumortrace.images import MAX_FILE_BYTES, ImageLoadError, LoadedImage, load_image
+from hostile import CASES, compressed_dicom, deflated_series, rle_series, write_case
+from tumortrace.images import MAX_FILE_BYTES, ImageLoadError, LoadedImage, codestream_size, load_image
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -164,3 +165,51 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(tmp_path):
 
     _, peak = _peak_traced_bytes(refused)
     assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB at peak"
+
+
+def test_a_jpeg_frame_larger_than_its_header_is_refused_before_decoding(tmp_path):
+    """8192² pixels in a 1.3 MB file whose header says 512×512: 64 MiB decoded, refused at a few."""
+    path = tmp_path / "bomb.dcm"
+    path.write_bytes(compressed_dicom("JPEG", 8192))
+
+    def refused():
+        with pytest.raises(ImageLoadError, match="8192×8192 pixels but the DICOM header says 512×512"):
+            load_image(path)
+
+    _, peak = _peak_traced_bytes(refused)
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB at peak"
+
+
+@pytest.mark.parametrize("data, size", [
+    (b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x0b\x08\x01\x02\x03\x04\x01", (0x0304, 0x0102)),  # APP0, then SOF0
+    (b"\xff\xd8\xff\xf7\x00\x0b\x08\x00\x40\x00\x50\x01", (0x50, 0x40)),  # JPEG-LS SOF55
+    (b"\xff\xd8\xff\xc4\x00\x02", (0, 0)),  # cut short before any SOF
+    (b"\xff\x4f\xff\x51\x00\x29\x00\x00" + struct.pack(">IIII", 300, 200, 100, 50), (200, 150)),  # SIZ minus offsets
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x08junk" + b"\x00\x00\x00\x20jp2c"
+     + b"\xff\x4f\xff\x51\x00\x29\x00\x00" + struct.pack(">IIII", 64, 32, 0, 0), (64, 32)),  # JP2 boxes
+    (b"\x02\x00\x00\x00" + bytes(60), None),  # an RLE frame: no stated size
+])
+def test_codestream_size_reads_what_a_decoder_would_allocate(data, size):
+    assert codestream_size(data) == size
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on its deliberately odd files
+def test_every_dicom_file_pydicom_ships_loads_or_is_refused_with_a_reason():
+    """70 real DICOM files of every transfer syntax (pydicom's own test files, offline)."""
+    import pydicom
+
+    files = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
+    outcomes = {}
+    for f in files:
+        try:
+            outcomes[f.name] = load_image(f).pixels.shape
+        except ImageLoadError as exc:
+            outcomes[f.name] = exc.reason
+    assert len(files) >= 60
+    # deflated, JPEG, JPEG-LS, JPEG 2000, RLE, multi-frame, big endian: what the app must read
+    for name, shape in [("image_dfl.dcm", (512, 512)), ("SC_rgb_jpeg_dcmtk.dcm", (100, 100, 3)),
+                        ("MR_small_jpeg_ls_lossless.dcm", (64, 64)), ("JPEG2000.dcm", (1024, 256)),
+                        ("SC_rgb_rle_2frame.dcm", (100, 100, 3)), ("examples_ybr_color.dcm", (240, 320, 3)),
+                        ("MR_small_bigendian.dcm", (64, 64)), ("examples_jpeg2k.dcm", (480, 640, 3))]:
+        assert outcomes[name] == shape, (name, outcomes[name])
+    assert sum(isinstance(o, tuple) for o in outcomes.values()) >= 40

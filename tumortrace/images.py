@@ -7,6 +7,7 @@ identifying tags. Every failure is an :class:`ImageLoadError` naming the file an
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -171,6 +172,7 @@ def _load_dicom(path: Path, max_pixels: int) -> LoadedImage:
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     _check_geometry(path, cols, rows, max_pixels)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    _check_compressed_frame_size(path, ds, n_frames, cols, rows)
     try:
         if n_frames > 1:
             ds.pixel_array_options(index=0)  # decode the slice shown, not a whole compressed series
@@ -228,6 +230,58 @@ def _read_dicom(path: Path):
         raise
     except Exception as exc:  # pydicom raises many types on damaged files
         raise ImageLoadError(path, f"DICOM file is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _check_compressed_frame_size(path: Path, ds, n_frames: int, cols: int, rows: int) -> None:
+    """A JPEG, JPEG-LS or JPEG 2000 frame is decoded at the size its codestream states, before pydicom
+    compares it with Rows × Columns: a 5 MB upload stating 20000×20000 took 2 GiB. Check it first."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if "PixelData" not in ds or syntax is None or not syntax.is_encapsulated:
+        return
+    from pydicom.encaps import generate_frames
+
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=n_frames))
+    except Exception as exc:
+        raise ImageLoadError(path, f"DICOM pixel data is damaged ({type(exc).__name__}: {exc})") from None
+    size = codestream_size(frame)
+    if size is not None and size != (cols, rows):
+        raise ImageLoadError(path, f"compressed pixel data is {size[0]}×{size[1]} pixels but the DICOM header says "
+                                   f"{cols}×{rows} (a damaged file or a decompression bomb)")
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}  # 0xF7: JPEG-LS
+
+
+def codestream_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) stated by a JPEG / JPEG-LS (SOF segment) or JPEG 2000 (SIZ segment) codestream;
+    (0, 0) where it is cut short; None for anything else (RLE frames decode at Rows × Columns)."""
+    if data[:2] == b"\xff\xd8":
+        offset = 2
+        while offset + 9 <= len(data):
+            if data[offset] != 0xFF:
+                return 0, 0
+            marker = data[offset + 1]
+            if marker in _JPEG_SOF:
+                height, width = struct.unpack(">HH", data[offset + 5:offset + 9])
+                return width, height
+            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+                offset += 2
+                continue
+            offset += 2 + struct.unpack(">H", data[offset + 2:offset + 4])[0]
+        return 0, 0
+    start = 0
+    if data[4:8] == b"jP  ":  # a JP2 file: the codestream is in its 'jp2c' box
+        start = 12
+        while start + 8 <= len(data) and data[start + 4:start + 8] != b"jp2c":
+            start += max(int.from_bytes(data[start:start + 4], "big"), 8)
+        start += 8
+    if data[start:start + 4] == b"\xff\x4f\xff\x51":  # SOC, then SIZ
+        if len(data) < start + 24:
+            return 0, 0
+        xsiz, ysiz, x0, y0 = struct.unpack(">IIII", data[start + 8:start + 24])
+        return xsiz - x0, ysiz - y0
+    return None
 
 
 def _check_inflated_size(path: Path, deflated, limit: int = MAX_FILE_BYTES) -> None:
