@@ -183,10 +183,15 @@ def test_a_jpeg_frame_larger_than_its_header_is_refused_before_decoding(tmp_path
 @pytest.mark.parametrize("data, size", [
     (b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x0b\x08\x01\x02\x03\x04\x01", (0x0304, 0x0102)),  # APP0, then SOF0
     (b"\xff\xd8\xff\xf7\x00\x0b\x08\x00\x40\x00\x50\x01", (0x50, 0x40)),  # JPEG-LS SOF55
+    (b"\xff\xd8\xff\xff\xff\xc0\x00\x0b\x08\x00\x10\x00\x20\x01", (0x20, 0x10)),  # fill bytes before SOF0
     (b"\xff\xd8\xff\xc4\x00\x02", (0, 0)),  # cut short before any SOF
     (b"\xff\x4f\xff\x51\x00\x29\x00\x00" + struct.pack(">IIII", 300, 200, 100, 50), (200, 150)),  # SIZ minus offsets
     (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x08junk" + b"\x00\x00\x00\x20jp2c"
      + b"\xff\x4f\xff\x51\x00\x29\x00\x00" + struct.pack(">IIII", 64, 32, 0, 0), (64, 32)),  # JP2 boxes
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x01junk" + struct.pack(">Q", 20) + b"...."
+     + b"\x00\x00\x00\x01jp2c" + struct.pack(">Q", 40)
+     + b"\xff\x4f\xff\x51\x00\x29\x00\x00" + struct.pack(">IIII", 64, 32, 0, 0), (64, 32)),  # 8-byte lengths
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x00junk" + bytes(40), (0, 0)),  # no codestream box
     (b"\x02\x00\x00\x00" + bytes(60), None),  # an RLE frame: no stated size
 ])
 def test_codestream_size_reads_what_a_decoder_would_allocate(data, size):

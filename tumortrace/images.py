@@ -255,7 +255,8 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 def codestream_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) stated by a JPEG / JPEG-LS (SOF segment) or JPEG 2000 (SIZ segment) codestream;
-    (0, 0) where it is cut short; None for anything else (RLE frames decode at Rows × Columns)."""
+    (0, 0) where it is cut short or its size cannot be found; None for anything else (RLE frames decode
+    at Rows × Columns)."""
     if data[:2] == b"\xff\xd8":
         offset = 2
         while offset + 9 <= len(data):
@@ -265,23 +266,30 @@ def codestream_size(data: bytes) -> tuple[int, int] | None:
             if marker in _JPEG_SOF:
                 height, width = struct.unpack(">HH", data[offset + 5:offset + 9])
                 return width, height
-            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            if marker == 0xFF:  # a fill byte before a marker
+                offset += 1
+            elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
                 offset += 2
-                continue
-            offset += 2 + struct.unpack(">H", data[offset + 2:offset + 4])[0]
+            else:
+                offset += 2 + struct.unpack(">H", data[offset + 2:offset + 4])[0]
         return 0, 0
     start = 0
-    if data[4:8] == b"jP  ":  # a JP2 file: the codestream is in its 'jp2c' box
+    if data[4:12] == b"jP  \r\n\x87\n":  # a JP2 file: the codestream is in its 'jp2c' box
         start = 12
-        while start + 8 <= len(data) and data[start + 4:start + 8] != b"jp2c":
-            start += max(int.from_bytes(data[start:start + 4], "big"), 8)
-        start += 8
+        while data[start + 4:start + 8] != b"jp2c":
+            length = int.from_bytes(data[start:start + 4], "big")
+            if length == 1:  # the length is the 8 bytes after the type
+                length = int.from_bytes(data[start + 8:start + 16], "big")
+            if length < 8 or start + length + 8 > len(data):  # 0: the last box, and it is not the codestream
+                return 0, 0
+            start += length
+        start += 16 if int.from_bytes(data[start:start + 4], "big") == 1 else 8
     if data[start:start + 4] == b"\xff\x4f\xff\x51":  # SOC, then SIZ
         if len(data) < start + 24:
             return 0, 0
         xsiz, ysiz, x0, y0 = struct.unpack(">IIII", data[start + 8:start + 24])
         return xsiz - x0, ysiz - y0
-    return None
+    return (0, 0) if start else None
 
 
 def _check_inflated_size(path: Path, deflated, limit: int = MAX_FILE_BYTES) -> None:
