@@ -231,3 +231,55 @@ def test_a_high_depth_slice_is_scaled_without_float64_copies(tmp_path, mode, dty
     assert peak < 2.5 * loaded.pixels.nbytes, f"{peak / loaded.pixels.nbytes:.1f}× the output at peak"
     as_before = ((raw.astype(np.float64) - raw.min()) / (raw.max() - raw.min())).astype(np.float32)
     assert np.abs(loaded.pixels - as_before).max() <= 6e-8  # one float32 step below 1, at most
+
+
+def _enhanced_mr(per_frame_window=None, shared_window=None, rescale=None) -> bytes:
+    """MR_small as a 3-frame enhanced-style image: no window or rescale at the top level, only in functional
+    groups (frame 1's own, or shared by all frames)."""
+    import io
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    arr = ds.pixel_array
+    ds.PixelData = np.stack([arr, arr // 2, arr // 3]).astype(arr.dtype).tobytes()
+    ds.NumberOfFrames = 3
+    del ds.WindowCenter, ds.WindowWidth
+
+    def group(window=None, slope_intercept=None):
+        g = Dataset()
+        if window:
+            g.FrameVOILUTSequence = Sequence([Dataset()])
+            g.FrameVOILUTSequence[0].WindowCenter, g.FrameVOILUTSequence[0].WindowWidth = window
+        if slope_intercept:
+            g.PixelValueTransformationSequence = Sequence([Dataset()])
+            item = g.PixelValueTransformationSequence[0]
+            item.RescaleSlope, item.RescaleIntercept, item.RescaleType = *slope_intercept, "US"
+        return g
+
+    ds.PerFrameFunctionalGroupsSequence = Sequence([group(per_frame_window, rescale), group((1, 1)), group((2, 2))])
+    ds.SharedFunctionalGroupsSequence = Sequence([group(shared_window)])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kwargs, window", [
+    ({"per_frame_window": (600, 1600), "shared_window": (999, 10)}, "center 600 / width 1600"),
+    ({"shared_window": (600, 1600)}, "center 600 / width 1600"),
+    # stored × 2 − 100 under window 1100/3200 is the same mapping as stored under 600/1600
+    ({"per_frame_window": (1100, 3200), "rescale": (2, -100)}, "center 1100 / width 3200"),
+])
+def test_an_enhanced_mr_uses_the_window_and_rescale_of_its_functional_groups(tmp_path, kwargs, window):
+    from pydicom.data import get_testdata_file
+
+    classic = load_image(get_testdata_file("MR_small.dcm", download=False))  # window 600/1600 at the top level
+    path = tmp_path / "enhanced.dcm"
+    path.write_bytes(_enhanced_mr(**kwargs))
+    loaded = load_image(path)
+    assert loaded.info["window"] == f"{window} (from the file, frame 1's functional groups)"
+    assert loaded.info["frame"] == "frame 1 of 3 used"
+    np.testing.assert_allclose(loaded.pixels, classic.pixels, atol=1e-6)

@@ -192,11 +192,12 @@ def _load_dicom(path: Path, max_pixels: int) -> LoadedImage:
         info["frame"] = f"frame 1 of {n_frames} used"
     if samples == 3:
         return LoadedImage(_scale_high_depth(path, arr, info, 0.0, float(max(arr.max(), 1))), info)
-    arr = apply_modality_lut(arr, ds)  # the stored integers, or float64 where the file rescales them
-    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    rescale, voi, where = _frame_pixel_module(ds)
+    arr = apply_modality_lut(arr, rescale)  # the stored integers, or float64 where the file rescales them
+    center, width = _first(voi.get("WindowCenter")), _first(voi.get("WindowWidth"))
     if center is not None and width is not None and float(width) > 0:
         center, width = float(center), float(width)
-        info["window"] = f"center {center:g} / width {width:g} (from the file)"
+        info["window"] = f"center {center:g} / width {width:g} (from the file{where})"
     else:
         finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
         lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 0.0))
@@ -208,6 +209,33 @@ def _load_dicom(path: Path, max_pixels: int) -> LoadedImage:
         pixels = 1.0 - pixels
         info["inverted"] = "MONOCHROME1 shown inverted"
     return LoadedImage(pixels, info)
+
+
+def _frame_pixel_module(ds, index: int = 0):
+    """(rescale, window, where) for frame ``index``: each a dataset holding the attributes pydicom reads.
+
+    An enhanced (multi-frame) MR or CT keeps its rescale and window in functional groups, per frame or
+    shared, not at the top level where classic images and ``apply_modality_lut`` have them."""
+    groups = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) > index:
+        groups.append(per_frame[index])
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+
+    def found(sequence: str, keywords: tuple[str, ...]):
+        for group in groups:
+            for item in group.get(sequence) or []:
+                if all(k in item for k in keywords):
+                    return item
+        return None
+
+    rescale = ds if "RescaleSlope" in ds else found("PixelValueTransformationSequence", ("RescaleSlope",)) or ds
+    voi = found("FrameVOILUTSequence", ("WindowCenter", "WindowWidth"))
+    if "WindowCenter" in ds or voi is None:
+        return rescale, ds, ""
+    return rescale, voi, f", frame {index + 1}'s functional groups"
 
 
 def _read_dicom(path: Path):
