@@ -93,6 +93,9 @@ def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     assert len(cells) == 20 and float(cells[9]) > 0  # served / forward
     assert cells[16] in ("oneDNN Graph fusion", "optimize_for_inference")  # which one the served trunk uses
     assert float(cells[17]) > 0 and float(cells[18]) > 0  # both trunks ran
+    parts = next(l for l in lines if l.startswith(f"{trained_model.name}, the app path's parts"))
+    ms = dict(p.rsplit(" ", 1) for p in parts.split(": ", 1)[1].split(", "))
+    assert list(ms) == ["served forward", "preprocess", "forward + CAM", "overlay"] and min(map(float, ms.values())) > 0
     assert lines[-2] == f"slowest model: {trained_model.name}"
     ratio = float(lines[-1].removeprefix("predict+cam/forward ratio: "))
     assert ratio > 1  # the app's path includes the forward, so it cannot be cheaper than it
