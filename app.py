@@ -40,8 +40,8 @@ log = logging.getLogger("tumortrace.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
 MAX_FILE_SIZE = "25mb"
-# Gradio's markdown tables may wrap anywhere (word-break: break-word), which also lets a table squeeze a column below its longest
-# word; "break-word" wraps only a word that cannot fit, so columns keep whole words.
+# Gradio's markdown tables may break words anywhere (word-break: break-word), which also lets a table squeeze a
+# column below its longest word; overflow-wrap: break-word breaks only a word that cannot fit otherwise.
 CSS = ".prose td, .prose th { overflow-wrap: break-word; word-break: normal; }"
 CONCURRENCY = 2  # predictions at once (default of --concurrency): the 2-core target machine is saturated by two
 METRIC_ROWS = [("roc_auc", "ROC-AUC"), ("recall", "Sensitivity (recall)"), ("specificity", "Specificity"),

@@ -149,7 +149,7 @@ def _collapse_gray(rgb: np.ndarray) -> np.ndarray:
 
 def _scale_high_depth(path: Path, arr: np.ndarray, info: dict, low: float | None = None,
                       high: float | None = None) -> np.ndarray:
-    """Pixels of any integer or float dtype → float32 in [0, 1], ``low``…``high`` (default: min…max) mapped to 0…1.
+    """Pixels of any integer or float dtype → float32 in [0, 1], ``low``…``high`` (default: min…max) → 0…1.
 
     In float32 and in place: float64 temporaries took six times the output (366 MiB at peak for a
     16 MP 16-bit slice, 1.25 GiB at the 50 MP limit). Integer pixels below 2^24 subtract exactly."""
