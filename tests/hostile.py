@@ -72,41 +72,48 @@ def _exif_rotated_jpeg() -> bytes:
     return _png_bytes(im, format="JPEG", exif=exif, quality=95)
 
 
-def _dicom(kind: str) -> bytes:
+def mr_small():
+    """pydicom's MR_small.dcm (64×64 MR, window 600/1600) as a dataset to modify."""
     import pydicom
+    from pydicom.data import get_testdata_file
+
+    return pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+
+
+def dicom_bytes(ds) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _dicom(kind: str) -> bytes:
     from pydicom.data import get_testdata_file
 
     name = {"mr": "MR_small.dcm", "rle": "MR_small_RLE.dcm", "jp2k": "MR_small_jp2klossless.dcm"}.get(kind)
     if kind == "no_pixels":
-        ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+        ds = mr_small()
         del ds.PixelData
     elif kind == "multiframe":
-        ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+        ds = mr_small()
         arr = ds.pixel_array
         frames = np.stack([arr, arr // 2, arr // 3]).astype(arr.dtype)
         ds.NumberOfFrames = 3
         ds.PixelData = frames.tobytes()
     elif kind == "monochrome1":
-        ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+        ds = mr_small()
         ds.PhotometricInterpretation = "MONOCHROME1"
     else:
         return Path(get_testdata_file(name, download=False)).read_bytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return dicom_bytes(ds)
 
 
 def _deflated_mr() -> bytes:
     """MR_small written with the Deflated Explicit VR Little Endian transfer syntax, as pydicom writes it."""
-    import pydicom
-    from pydicom.data import get_testdata_file
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds = mr_small()
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return dicom_bytes(ds)
 
 
 def deflated_series(side: int, frames: int) -> bytes:
@@ -114,13 +121,11 @@ def deflated_series(side: int, frames: int) -> bytes:
     (a small file that inflates to gigabytes) never needs its inflated bytes in memory."""
     import zlib
 
-    import pydicom
-    from pydicom.data import get_testdata_file
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset, write_file_meta_info
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds = mr_small()
     del ds.PixelData
     ds.Rows = ds.Columns = side
     ds.NumberOfFrames = frames
@@ -141,12 +146,10 @@ def deflated_series(side: int, frames: int) -> bytes:
 
 def rle_series(side: int, frames: int) -> bytes:
     """A valid RLE Lossless DICOM MR series: every frame the same vertical 16-bit ramp, a few KB per frame."""
-    import pydicom
-    from pydicom.data import get_testdata_file
     from pydicom.encaps import encapsulate
     from pydicom.uid import RLELossless
 
-    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds = mr_small()
     ds.Rows = ds.Columns = side
     ds.NumberOfFrames = frames
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
@@ -156,20 +159,16 @@ def rle_series(side: int, frames: int) -> bytes:
     segments = [b"".join(bytes([0x81, int(v)]) * (side // 128) for v in plane) for plane in (rows >> 8, rows & 0xFF)]
     header = struct.pack("<16I", 2, 64, 64 + len(segments[0]), *[0] * 13)
     ds.PixelData = encapsulate([header + segments[0] + segments[1]] * frames)
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return dicom_bytes(ds)
 
 
 def compressed_dicom(fmt: str, side: int, stated: int = 512) -> bytes:
     """An 8-bit MR DICOM whose one JPEG or JPEG 2000 frame (Pillow's encoding of a side×side ramp) is
     stated in the header as stated×stated: with side > stated, a small file that decodes to side² pixels."""
-    import pydicom
-    from pydicom.data import get_testdata_file
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
-    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds = mr_small()
     ds.Rows = ds.Columns = stated
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     for tag in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
@@ -177,9 +176,7 @@ def compressed_dicom(fmt: str, side: int, stated: int = 512) -> bytes:
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit if fmt == "JPEG" else JPEG2000Lossless
     image = Image.fromarray(np.linspace(0, 255, side * side).astype(np.uint8).reshape(side, side), "L")
     ds.PixelData = encapsulate([_png_bytes(image, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))])
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return dicom_bytes(ds)
 
 
 def _check_ramp_frame(li):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hostile import CASES, compressed_dicom, deflated_series, rle_series, write_case
+from hostile import CASES, compressed_dicom, deflated_series, dicom_bytes, mr_small, rle_series, write_case
 from tumortrace.images import MAX_FILE_BYTES, ImageLoadError, LoadedImage, codestream_size, load_image
 
 
@@ -236,14 +236,10 @@ def test_a_high_depth_slice_is_scaled_without_float64_copies(tmp_path, mode, dty
 def _enhanced_mr(per_frame_window=None, shared_window=None, rescale=None) -> bytes:
     """MR_small as a 3-frame enhanced-style image: no window or rescale at the top level, only in functional
     groups (frame 1's own, or shared by all frames)."""
-    import io
-
-    import pydicom
-    from pydicom.data import get_testdata_file
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds = mr_small()
     arr = ds.pixel_array
     ds.PixelData = np.stack([arr, arr // 2, arr // 3]).astype(arr.dtype).tobytes()
     ds.NumberOfFrames = 3
@@ -262,9 +258,7 @@ def _enhanced_mr(per_frame_window=None, shared_window=None, rescale=None) -> byt
 
     ds.PerFrameFunctionalGroupsSequence = Sequence([group(per_frame_window, rescale), group((1, 1)), group((2, 2))])
     ds.SharedFunctionalGroupsSequence = Sequence([group(shared_window)])
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return dicom_bytes(ds)
 
 
 @pytest.mark.parametrize("kwargs, window", [
