@@ -144,6 +144,21 @@ def deflated_series(side: int, frames: int) -> bytes:
     return b"\0" * 128 + b"DICM" + meta.getvalue() + b"".join(body) + deflate.flush()
 
 
+def implicit_file_meta(data: bytes) -> bytes:
+    """A DICOM file with its file meta group rewritten in implicit VR, as some old writers did (pydicom
+    reads it, guessing the VR)."""
+    pos, meta = 132, b""
+    while struct.unpack("<H", data[pos:pos + 2])[0] == 2:
+        if data[pos + 4:pos + 6] in (b"OB", b"OW", b"SQ", b"UN", b"UT", b"OF"):
+            start, length = pos + 12, struct.unpack("<I", data[pos + 8:pos + 12])[0]
+        else:
+            start, length = pos + 8, struct.unpack("<H", data[pos + 6:pos + 8])[0]
+        meta += data[pos:pos + 4] + struct.pack("<I", length) + data[start:start + length]
+        pos = start + length
+    meta = meta[:8] + struct.pack("<I", len(meta) - 12) + meta[12:]  # the group length, of what follows it
+    return data[:132] + meta + data[pos:]
+
+
 def rle_series(side: int, frames: int) -> bytes:
     """A valid RLE Lossless DICOM MR series: every frame the same vertical 16-bit ramp, a few KB per frame."""
     from pydicom.encaps import encapsulate
@@ -269,6 +284,9 @@ CASES: dict[str, tuple] = {
     "deflated_series.dcm": (lambda: deflated_series(64, 3), _ok(_check_frame)),
     # ~200 KB that inflate to 256 MiB: pydicom would inflate it whole before reading a tag
     "deflate_bomb.dcm": (lambda: deflated_series(4096, 8), _err("possible decompression bomb")),
+    "deflate_bomb_implicit_meta.dcm": (lambda: implicit_file_meta(deflated_series(4096, 8)),
+                                       _err("possible decompression bomb")),
+    "mr_implicit_meta.dcm": (lambda: implicit_file_meta(_dicom("mr")), _ok(_check_window)),
     "rle_series.dcm": (lambda: rle_series(512, 64), _ok(_check_ramp_frame)),
     "jpeg_compressed.dcm": (lambda: compressed_dicom("JPEG", 64, 64), _ok(_check_gray)),
     "jpeg2000_8bit.dcm": (lambda: compressed_dicom("JPEG2000", 64, 64), _ok(_check_gray)),

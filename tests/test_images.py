@@ -1,4 +1,5 @@
 """The image loader against the hostile corpus (tests/hostile.py), plus a bounded fuzz run."""
+import io
 import os
 import struct
 import tracemalloc
@@ -13,6 +14,7 @@ from hostile import CASES, compressed_dicom, deflated_series, dicom_bytes, mr_sm
 from tumortrace.images import MAX_FILE_BYTES, ImageLoadError, LoadedImage, codestream_size, load_image
 
 
+@pytest.mark.filterwarnings("ignore:Expected explicit VR")  # pydicom, on a file meta written in implicit VR
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_hostile_case(tmp_path, name):
     path = write_case(tmp_path, name)
@@ -277,3 +279,155 @@ def test_an_enhanced_mr_uses_the_window_and_rescale_of_its_functional_groups(tmp
     assert loaded.info["window"] == f"{window} (from the file, frame 1's functional groups)"
     assert loaded.info["frame"] == "frame 1 of 3 used"
     np.testing.assert_allclose(loaded.pixels, classic.pixels, atol=1e-6)
+
+
+# ---------------------------------------------------------------- choosing a frame
+def _mr_series(compress: str | None = None) -> bytes:
+    """MR_small as 3 frames that differ (the slice, half of it, a third of it), native or compressed."""
+    ds = mr_small()
+    arr = ds.pixel_array
+    ds.PixelData = np.stack([arr, arr // 2, arr // 3]).astype(arr.dtype).tobytes()
+    ds.NumberOfFrames = 3
+    del ds.WindowCenter, ds.WindowWidth  # a percentile window of each frame's own values
+    if compress:
+        ds.compress(compress)
+    return dicom_bytes(ds)
+
+
+@pytest.mark.parametrize("compress", [None, "1.2.840.10008.1.2.5"])  # native, RLE Lossless
+def test_a_chosen_frame_of_a_dicom_series_is_the_one_decoded(tmp_path, compress):
+    path = tmp_path / "series.dcm"
+    path.write_bytes(_mr_series(compress))
+    frames = [load_image(path, frame=k) for k in (1, 2, 3)]
+    assert [f.frames for f in frames] == [3, 3, 3]
+    assert [f.info["frame"] for f in frames] == ["frame 1 of 3 used", "frame 2 of 3 used", "frame 3 of 3 used"]
+    raw = mr_small().pixel_array.astype(np.float64)
+    for divisor, f in zip((1, 2, 3), frames):
+        stored = raw // divisor
+        lo, hi = np.percentile(stored, [0.5, 99.5])  # each frame windowed on its own values
+        assert f.info["window"] == f"center {(lo + hi) / 2:g} / width {hi - lo:g} (0.5–99.5 percentile, none in file)"
+        np.testing.assert_allclose(f.pixels, np.clip((stored - lo) / (hi - lo), 0, 1), atol=1e-6)
+
+
+def test_a_chosen_frame_of_an_enhanced_mr_uses_its_own_functional_groups(tmp_path):
+    path = tmp_path / "enhanced.dcm"
+    path.write_bytes(_enhanced_mr(per_frame_window=(600, 1600), shared_window=(999, 10)))
+    second = load_image(path, frame=2)  # its per-frame window is 1/1, frame 3's 2/2
+    assert second.info["window"] == "center 1 / width 1 (from the file, frame 2's functional groups)"
+    assert second.info["frame"] == "frame 2 of 3 used"
+
+
+def test_a_frame_past_the_last_is_refused_with_the_count(tmp_path):
+    series, single = tmp_path / "series.dcm", tmp_path / "slice.png"
+    series.write_bytes(_mr_series())
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(single)
+    with pytest.raises(ImageLoadError, match="frame 4 was asked for, but the file has 3 frames"):
+        load_image(series, frame=4)
+    with pytest.raises(ImageLoadError, match="frame 2 was asked for, but the file has 1 frame$"):
+        load_image(single, frame=2)
+    assert load_image(single, frame=1).frames == 1
+
+
+@pytest.mark.parametrize("frame", [0, -1, 1.5, True, "2"])
+def test_a_frame_number_is_a_whole_number_from_1(tmp_path, frame):
+    path = tmp_path / "slice.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(path)
+    with pytest.raises(ValueError, match="whole numbers from 1"):
+        load_image(path, frame=frame)
+
+
+def test_a_chosen_page_of_a_tiff_is_checked_at_its_own_size(tmp_path):
+    pages = [Image.fromarray(np.full((40, 60), v, np.uint8)) for v in (10, 200)] + [Image.new("L", (100, 100))]
+    path = tmp_path / "pages.tiff"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    second = load_image(path, frame=2)
+    assert second.pixels.shape == (40, 60) and np.allclose(second.pixels, 200 / 255)
+    assert second.info["frame"] == "frame 2 of 3 used" and second.frames == 3
+    with pytest.raises(ImageLoadError, match="image is 100×100 pixels .*possible decompression bomb"):
+        load_image(path, max_pixels=5000, frame=3)  # page 1 is 2,400 pixels
+
+
+def test_a_frame_of_a_gif_is_not_chosen(tmp_path):
+    """Each GIF frame is drawn over the ones before it: reaching frame k decodes all k."""
+    path = write_case(tmp_path, "animated.gif")
+    assert load_image(path).info["frame"] == "frame 1 of 4 used"
+    with pytest.raises(ImageLoadError, match="frames are chosen in multi-frame DICOM and multi-page TIFF files, "
+                                             "not in GIF"):
+        load_image(path, frame=2)
+
+
+def test_a_bomb_in_a_later_compressed_frame_is_refused_when_that_frame_is_chosen(tmp_path):
+    """Frame 1 states the header's 64×64; frame 2's codestream says 4096×4096."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = mr_small()
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for tag in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+        ds.pop(tag, None)
+    ds.NumberOfFrames = 2
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+
+    def jpeg(side: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.linspace(0, 255, side * side).astype(np.uint8).reshape(side, side)).save(buf, "JPEG")
+        return buf.getvalue()
+
+    ds.PixelData = encapsulate([jpeg(64), jpeg(4096)], has_bot=True)
+    path = tmp_path / "series.dcm"
+    path.write_bytes(dicom_bytes(ds))
+    assert load_image(path, frame=1).pixels.shape == (64, 64)
+
+    def refused():
+        with pytest.raises(ImageLoadError, match="4096×4096 pixels but the DICOM header says 64×64"):
+            load_image(path, frame=2)
+
+    _, peak = _peak_traced_bytes(refused)
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB at peak"
+
+
+@pytest.mark.parametrize("name", ["multiframe.dcm", "mr_deflated.dcm", "dicom_without_extension", "multipage.tiff",
+                                  "cmyk.jpg", "deflate_bomb.dcm", "jpeg_size_mismatch.dcm", "truncated.png"])
+def test_bytes_in_memory_load_as_the_file_does(tmp_path, name):
+    path = write_case(tmp_path, name)
+    nameless = path.with_name("upload")  # a DICOM upload need not be called .dcm
+    data = path.read_bytes()
+    try:
+        from_file = load_image(path)
+    except ImageLoadError as exc:
+        with pytest.raises(ImageLoadError) as info:
+            load_image(nameless, data=data)
+        assert info.value.reason == exc.reason
+        return
+    from_memory = load_image(nameless, data=data)
+    np.testing.assert_array_equal(from_memory.pixels, from_file.pixels)
+    assert (from_memory.info, from_memory.frames) == (from_file.info, from_file.frames)
+    assert not nameless.exists()
+
+
+def test_a_decoding_failure_says_whether_a_decoder_is_missing_or_the_data_is_damaged(tmp_path):
+    from pydicom.uid import HTJ2KLossless, JPEGBaseline8Bit
+
+    for syntax, expected in [(HTJ2KLossless, "no decoder for High-Throughput JPEG 2000 Image Compression "
+                                             "(Lossless Only) is installed here (pydicom's options: pylibjpeg"),
+                             (JPEGBaseline8Bit, "the JPEG Baseline (Process 1) pixel data is damaged")]:
+        from pydicom.encaps import encapsulate, get_frame
+
+        ds = pydicom_dataset_from(compressed_dicom("JPEG", 64, 64))
+        ds.file_meta.TransferSyntaxUID = syntax
+        jpeg = get_frame(ds.PixelData, 0, number_of_frames=1)
+        sof, sos = jpeg.index(b"\xff\xc0"), jpeg.index(b"\xff\xda")
+        sof_end = sof + 2 + struct.unpack(">H", jpeg[sof + 2:sof + 4])[0]
+        ds.PixelData = encapsulate([b"\xff\xd8" + jpeg[sof:sof_end] + jpeg[sos:]])  # no Huffman tables: no decoder
+        # accepts it (a scan cut short, by contrast, decodes as gray)
+        path = tmp_path / "broken.dcm"
+        path.write_bytes(dicom_bytes(ds))
+        with pytest.raises(ImageLoadError, match="cannot be decoded") as info:
+            load_image(path)
+        assert expected in info.value.reason, info.value.reason
+        assert info.value.reason.count("pylibjpeg-openjpeg") <= 1  # pydicom's own message lists them too
+
+
+def pydicom_dataset_from(data: bytes):
+    import pydicom
+    return pydicom.dcmread(io.BytesIO(data))

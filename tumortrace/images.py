@@ -1,11 +1,13 @@
 """Reading one image slice from disk: PNG, JPEG, TIFF, BMP, GIF, 8/16-bit/float grayscale, and DICOM.
 
 Every reader returns float32 pixels in [0, 1] (H×W grayscale or H×W×3 RGB) plus a small ``info`` dict
-that says what was done (frame used, DICOM window, 16-bit scaling). ``info`` never holds DICOM
+that says what was done (frame used, DICOM window, 16-bit scaling). Of a multi-frame DICOM or a
+multi-page TIFF one frame is decoded, the first unless another is asked for. ``info`` never holds DICOM
 identifying tags. Every failure is an :class:`ImageLoadError` naming the file and the problem.
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -36,6 +38,7 @@ class ImageLoadError(ValueError):
 class LoadedImage:
     pixels: np.ndarray  # float32 in [0, 1], H×W or H×W×3
     info: dict = field(default_factory=dict)
+    frames: int = 1  # frames (pages) in the file, of which ``pixels`` is one
 
     @property
     def size(self) -> tuple[int, int]:
@@ -43,27 +46,55 @@ class LoadedImage:
         return self.pixels.shape[1], self.pixels.shape[0]
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, frame: int = 1,
+               data: bytes | None = None) -> LoadedImage:
+    """One slice of the file at ``path``: frame ``frame`` (counted from 1, as DICOM numbers frames) of a
+    multi-frame DICOM or a multi-page TIFF, the only frame of anything else.
+
+    ``data``: the file's bytes, where they are already in memory; ``path`` then names the file in
+    messages and, by its suffix, may say it is DICOM."""
     path = Path(path)
-    try:
-        nbytes = path.stat().st_size
-    except OSError as exc:
-        raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc})") from None
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 1:
+        raise ValueError(f"frame numbers are whole numbers from 1, not {frame!r}")
+    frame = int(frame)
+    if data is not None:
+        nbytes = len(data)
+    else:
+        try:
+            nbytes = path.stat().st_size
+        except OSError as exc:
+            raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc})") from None
     if nbytes == 0:
         raise ImageLoadError(path, "file is empty (0 bytes)")
     if nbytes > MAX_FILE_BYTES:
         raise ImageLoadError(path, f"file is {nbytes / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
-    if _looks_like_dicom(path):
-        loaded = _load_dicom(path, max_pixels)
+    if _looks_like_dicom(path, data):
+        loaded = _load_dicom(path, max_pixels, frame, data)
     else:
-        loaded = _load_pillow(path, max_pixels)
+        loaded = _load_pillow(path, max_pixels, frame, data)
     _check_geometry(path, loaded.pixels.shape[1], loaded.pixels.shape[0])
     return loaded
 
 
-def _looks_like_dicom(path: Path) -> bool:
+def _open(path: Path, data: bytes | None):
+    return io.BytesIO(data) if data is not None else open(path, "rb")
+
+
+def _check_frame_number(path: Path, frame: int, frames: int) -> None:
+    if frame > frames:
+        raise ImageLoadError(path, f"frame {frame} was asked for, but the file has {frames} "
+                                   f"frame{'s' if frames > 1 else ''}")
+
+
+def _frame_note(frame: int, frames: int) -> dict:
+    return {"frame": f"frame {frame} of {frames} used"} if frames > 1 else {}
+
+
+def _looks_like_dicom(path: Path, data: bytes | None = None) -> bool:
     if path.suffix.lower() in {".dcm", ".dicom"}:
         return True
+    if data is not None:
+        return data[128:132] == b"DICM"
     try:
         with open(path, "rb") as f:
             head = f.read(132)
@@ -83,18 +114,24 @@ def _check_geometry(path: Path, width: int, height: int, max_pixels: int | None 
         raise ImageLoadError(path, f"image is {width}×{height}: aspect ratio above {MAX_ASPECT:.0f}:1 is not a slice")
 
 
-def _load_pillow(path: Path, max_pixels: int) -> LoadedImage:
+def _load_pillow(path: Path, max_pixels: int, frame: int = 1, data: bytes | None = None) -> LoadedImage:
     info: dict = {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data) if data is not None else path) as im:
                 info["format"] = im.format
                 _check_geometry(path, im.width, im.height, max_pixels)
                 n_frames = getattr(im, "n_frames", 1)
+                _check_frame_number(path, frame, n_frames)
+                if frame > 1 and im.format != "TIFF":
+                    # A GIF or APNG frame is drawn over the ones before it: reaching frame k decodes k frames.
+                    raise ImageLoadError(path, f"frame {frame} was asked for; frames are chosen in multi-frame "
+                                               f"DICOM and multi-page TIFF files, not in {im.format}")
                 if n_frames > 1:
-                    im.seek(0)
-                    info["frame"] = f"frame 1 of {n_frames} used"
+                    im.seek(frame - 1)
+                    _check_geometry(path, im.width, im.height, max_pixels)  # each TIFF page has its own size
+                    info.update(_frame_note(frame, n_frames))
                 im = ImageOps.exif_transpose(im) if im.format == "JPEG" else im
                 im.load()
                 pixels = _pillow_to_array(path, im, info)
@@ -109,7 +146,7 @@ def _load_pillow(path: Path, max_pixels: int) -> LoadedImage:
                                    "(possible decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(path, f"image data is corrupt or truncated ({exc})") from None
-    return LoadedImage(pixels, info)
+    return LoadedImage(pixels, info, n_frames)
 
 
 def _pillow_to_array(path: Path, im: Image.Image, info: dict) -> np.ndarray:
@@ -167,32 +204,30 @@ def _scale_high_depth(path: Path, arr: np.ndarray, info: dict, low: float | None
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _load_dicom(path: Path, max_pixels: int) -> LoadedImage:
+def _load_dicom(path: Path, max_pixels: int, frame: int = 1, data: bytes | None = None) -> LoadedImage:
     from pydicom.pixels import apply_modality_lut
 
-    ds = _read_dicom(path)
+    ds = _read_dicom(path, data)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageLoadError(path, "DICOM file has no pixel data (not an image, e.g. a report or header only)")
     info = {"format": "DICOM", "modality": str(ds.get("Modality", "unknown"))}
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     _check_geometry(path, cols, rows, max_pixels)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    _check_compressed_frame_size(path, ds, n_frames, cols, rows)
+    _check_frame_number(path, frame, n_frames)
+    index = frame - 1
+    _check_compressed_frame_size(path, ds, n_frames, cols, rows, index)
     try:
         if n_frames > 1:
-            ds.pixel_array_options(index=0)  # decode the slice shown, not a whole compressed series
+            ds.pixel_array_options(index=index)  # decode the slice shown, not a whole compressed series
         arr = ds.pixel_array
     except Exception as exc:
-        syntax = ds.file_meta.get("TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
-        raise ImageLoadError(path, f"DICOM pixel data cannot be decoded (transfer syntax {name}: {exc}); "
-                                   "install pylibjpeg and pylibjpeg-libjpeg for JPEG-compressed DICOM") from None
+        raise ImageLoadError(path, f"DICOM pixel data cannot be decoded: {_decoder_hint(ds, exc)}") from None
+    info.update(_frame_note(frame, n_frames))
     samples = int(ds.get("SamplesPerPixel", 1))
-    if n_frames > 1:
-        info["frame"] = f"frame 1 of {n_frames} used"
     if samples == 3:
-        return LoadedImage(_scale_high_depth(path, arr, info, 0.0, float(max(arr.max(), 1))), info)
-    rescale, voi, where = _frame_pixel_module(ds)
+        return LoadedImage(_scale_high_depth(path, arr, info, 0.0, float(max(arr.max(), 1))), info, n_frames)
+    rescale, voi, where = _frame_pixel_module(ds, index)
     arr = apply_modality_lut(arr, rescale)  # the stored integers, or float64 where the file rescales them
     center, width = _first(voi.get("WindowCenter")), _first(voi.get("WindowWidth"))
     if center is not None and width is not None and float(width) > 0:
@@ -208,7 +243,24 @@ def _load_dicom(path: Path, max_pixels: int) -> LoadedImage:
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         pixels = 1.0 - pixels
         info["inverted"] = "MONOCHROME1 shown inverted"
-    return LoadedImage(pixels, info)
+    return LoadedImage(pixels, info, n_frames)
+
+
+def _decoder_hint(ds, exc: Exception) -> str:
+    """Why decoding failed: damaged data where pydicom has a decoder for the file's transfer syntax here,
+    else which packages would give it one."""
+    from pydicom.pixels import get_decoder
+
+    syntax = ds.file_meta.get("TransferSyntaxUID", None)
+    name = getattr(syntax, "name", str(syntax))
+    try:
+        decoder = get_decoder(syntax)
+    except Exception:  # NotImplementedError for a syntax pydicom cannot decode at all; a missing or bad UID
+        return f"pydicom cannot decode the transfer syntax {name} ({exc})"
+    if decoder.is_available:
+        return f"the {name} pixel data is damaged or not what the header says ({exc})"
+    options = "; ".join(decoder.missing_dependencies)
+    return f"no decoder for {name} is installed here (pydicom's options: {options})"
 
 
 def _frame_pixel_module(ds, index: int = 0):
@@ -238,7 +290,7 @@ def _frame_pixel_module(ds, index: int = 0):
     return rescale, voi, f", frame {index + 1}'s functional groups"
 
 
-def _read_dicom(path: Path):
+def _read_dicom(path: Path, data: bytes | None = None):
     """The file's pydicom dataset, once a deflated one is known to inflate to at most MAX_FILE_BYTES.
 
     pydicom inflates a Deflated Explicit VR Little Endian dataset whole, in memory, before reading it: a
@@ -249,13 +301,14 @@ def _read_dicom(path: Path):
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     try:
-        with open(path, "rb") as fp:
+        with _open(path, data) as fp:
             read_preamble(fp, False)
             meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
                                 stop_when=lambda tag, vr, length: tag >> 16 != 2)  # the file meta group
             if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
                 _check_inflated_size(path, fp)
-        return pydicom.dcmread(path)
+            fp.seek(0)
+            return pydicom.dcmread(fp)
     except InvalidDicomError:
         raise ImageLoadError(path, "not a valid DICOM file (no DICM header)") from None
     except ImageLoadError:
@@ -264,16 +317,19 @@ def _read_dicom(path: Path):
         raise ImageLoadError(path, f"DICOM file is damaged ({type(exc).__name__}: {exc})") from None
 
 
-def _check_compressed_frame_size(path: Path, ds, n_frames: int, cols: int, rows: int) -> None:
+def _check_compressed_frame_size(path: Path, ds, n_frames: int, cols: int, rows: int, index: int = 0) -> None:
     """A JPEG, JPEG-LS or JPEG 2000 frame is decoded at the size its codestream states, before pydicom
-    compares it with Rows × Columns: a 5 MB upload stating 20000×20000 took 2 GiB. Check it first."""
+    compares it with Rows × Columns: a 5 MB upload stating 20000×20000 took 2 GiB. Check frame ``index``
+    first, found as pydicom's decoder finds it."""
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if "PixelData" not in ds or syntax is None or not syntax.is_encapsulated:
         return
-    from pydicom.encaps import generate_frames
+    from pydicom.encaps import get_frame
 
+    offsets = ((ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+               if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds else None)
     try:
-        frame = next(generate_frames(ds.PixelData, number_of_frames=n_frames))
+        frame = get_frame(ds.PixelData, index, number_of_frames=n_frames, extended_offsets=offsets)
     except Exception as exc:
         raise ImageLoadError(path, f"DICOM pixel data is damaged ({type(exc).__name__}: {exc})") from None
     size = codestream_size(frame)
