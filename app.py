@@ -227,18 +227,19 @@ def serving_queue(demo: gr.Blocks) -> type[gr_queueing.Queue]:
 
 
 class RecentUploads:
-    """What decoding each upload of the last minute gave (the image, or the ImageLoadError), in memory only,
-    keyed by the content hash in its path.
+    """What decoding each upload gave (the image, or the ImageLoadError) per frame, and the bytes of each
+    multi-frame upload: in memory only, keyed by the content hash in the upload's path.
 
     Gradio stores uploads by content (folder = sha256 of the bytes), so two requests with identical
     bytes (two reviewers clicking one example) share one file: after the first request deletes it, the
     second is answered from here (the image, or the same specific error for a file that cannot be used)
-    instead of "cannot be opened". Bounded in age and bytes; nothing goes to disk. The
-    race's window is a request's wait in the queue: the cap (~35 BUSI-sized slices) covers seconds of
-    distinct uploads under load. The newest image stays even when it alone is above the cap.
+    instead of "cannot be opened". The race's window is a request's wait in the queue: the cap (~35
+    BUSI-sized slices) covers seconds of distinct uploads under load. A multi-frame file's bytes stay so
+    that its other frames can be chosen without uploading it again. Bounded in bytes and in age since
+    last use; nothing goes to disk. The newest entry stays even when it alone is above the cap.
     """
 
-    def __init__(self, ttl_s: float = 60.0, max_bytes: int = 64 * 2**20):
+    def __init__(self, ttl_s: float = 300.0, max_bytes: int = 64 * 2**20):
         import threading
         from collections import OrderedDict
 
@@ -252,46 +253,73 @@ class RecentUploads:
         while len(self._items) > 1 and sum(_nbytes(v[1]) for v in self._items.values()) > self.max_bytes:
             self._items.popitem(last=False)
 
-    def put(self, key: str, outcome: LoadedImage | ImageLoadError) -> None:
+    def put(self, key: str, value: LoadedImage | ImageLoadError | bytes) -> None:
         import time
         with self._lock:
-            self._items[key] = (time.monotonic(), outcome)
+            self._items[key] = (time.monotonic(), value)
             self._items.move_to_end(key)
             self._expire(time.monotonic())
 
-    def get(self, key: str) -> LoadedImage | ImageLoadError | None:
+    def get(self, key: str) -> LoadedImage | ImageLoadError | bytes | None:
+        """The value, whose age starts again (the oldest-used goes first)."""
         import time
         with self._lock:
-            self._expire(time.monotonic())
+            now = time.monotonic()
+            self._expire(now)
             item = self._items.get(key)
-            return item[1] if item else None
+            if item is None:
+                return None
+            self._items[key] = (now, item[1])
+            self._items.move_to_end(key)
+            return item[1]
 
 
-def _nbytes(outcome: LoadedImage | ImageLoadError) -> int:
-    return outcome.pixels.nbytes if isinstance(outcome, LoadedImage) else 0
+def _nbytes(value: LoadedImage | ImageLoadError | bytes) -> int:
+    if isinstance(value, bytes):
+        return len(value)
+    return value.pixels.nbytes if isinstance(value, LoadedImage) else 0
 
 
-def read_upload(path: Path, recent: RecentUploads) -> LoadedImage:
-    """Decode an upload, then delete it from disk at once (no patient image stays on disk)."""
+def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImage:
+    """Frame ``frame`` of an upload, whose file is read and deleted at once (no patient image stays on disk).
+
+    Choosing another frame of a multi-frame upload sends the same path again, whose file is gone: its bytes
+    are in ``recent``."""
     key = f"{path.parent.name}/{path.name}"
+    outcome_key, bytes_key = f"{key} frame {frame}", f"{key} bytes"
     try:
-        image = load_image(path)
-    except ImageLoadError as exc:
-        # Same key, same bytes, same decoding: what an identical upload got is this upload's outcome, whatever
-        # failed here (its request may have deleted the shared file; asking whether the file still exists
-        # was wrong: a third identical upload can re-create it in between).
-        earlier = recent.get(key)
+        data = path.read_bytes()
+    except OSError as exc:
+        earlier = recent.get(outcome_key)
         if isinstance(earlier, LoadedImage):
             return earlier
         if earlier is not None:
             raise ImageLoadError(path, earlier.reason) from None
-        recent.put(key, ImageLoadError(path, exc.reason))  # without the traceback, whose frames hold the pixels
-        raise
-    else:
-        recent.put(key, image)
-        return image
+        data = recent.get(bytes_key)
+        first = recent.get(f"{key} frame 1")
+        if data is None and isinstance(first, LoadedImage) and frame > first.frames:
+            raise ImageLoadError(path, f"frame {frame} was asked for, but the file has {first.frames} frame") from None
+        if data is None:
+            raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload once "
+                                       "it is decoded: upload the file again") from None
     finally:
         _forget_upload(path)
+    try:
+        image = load_image(path, frame=frame, data=data)
+    except ImageLoadError as exc:
+        # Same key, same bytes, same decoding: what an identical upload got is this upload's outcome, whatever
+        # failed here.
+        earlier = recent.get(outcome_key)
+        if isinstance(earlier, LoadedImage):
+            return earlier
+        if earlier is not None:
+            raise ImageLoadError(path, earlier.reason) from None
+        recent.put(outcome_key, ImageLoadError(path, exc.reason))  # without the traceback, whose frames hold pixels
+        raise
+    recent.put(outcome_key, image)
+    if image.frames > 1:
+        recent.put(bytes_key, data)
+    return image
 
 
 # ---------------------------------------------------------------- text for the page
@@ -379,8 +407,9 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         except ModelLoadError as exc:
             raise gr.Error(str(exc)) from None
 
-    def predict(file: dict | None, model_name: str, opacity: float = 0.45) -> list:
-        """Classify one uploaded slice: probabilities, Grad-CAM overlay, provenance (API: /predict).
+    def predict(file: dict | None, model_name: str, opacity: float = 0.45, frame: float | None = 1) -> list:
+        """Classify one uploaded slice (frame ``frame`` of a multi-frame DICOM or multi-page TIFF):
+        probabilities, Grad-CAM overlay, provenance (API: /predict).
 
         Wired with Gradio's pre- and postprocessing off, so the inputs and outputs are Gradio's wire format
         (the upload as a FileData dict whose path Gradio has checked is in its upload folder). The
@@ -388,12 +417,15 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         a worker thread of its own, ~7 ms of Gradio's time around a lone request (benchmarks/README.md).
         """
         model_name, opacity = model_choice.preprocess(model_name), opacity_slider.preprocess(opacity)
+        frame = frame_number.preprocess(frame)  # checks the minimum, rounds to a whole number
         if not file:
             raise gr.Error("Upload an image first (PNG, JPEG, TIFF, BMP or DICOM).")
+        if frame is None:
+            raise gr.Error("Enter a frame number (1 = the first frame).")
         started = time.perf_counter()
         loaded = get_model(model_name)
         try:
-            image = read_upload(Path(file["path"]), recent)
+            image = read_upload(Path(file["path"]), recent, int(frame))
         except ImageLoadError as exc:
             raise gr.Error(f"Cannot use this file: {exc.reason}") from None
         pred, heat_file, slice_file = classify(loaded, image, cam_method, opacity, encoder)
@@ -428,6 +460,8 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                     with gr.Column():
                         upload = UploadFile(label="Image slice (PNG, JPEG, TIFF, 16-bit, DICOM .dcm)", type="filepath")
                         opacity_slider = gr.Slider(0, 1, value=0.45, step=0.05, label="Grad-CAM opacity")
+                        frame_number = gr.Number(1, minimum=1, precision=0, step=1,
+                                                 label="Frame of a multi-frame DICOM or multi-page TIFF (1 = first)")
                         run = gr.Button("Classify", variant="primary")
                         if examples:
                             gr.Examples(examples, inputs=upload, label="Example slices (shipped in examples/)")
@@ -455,7 +489,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
 
         # wiring
         outputs = [probs, heat, raw, decision_text, prov]
-        run.click(predict, [upload, model_choice, opacity_slider], outputs, api_name="predict",
+        run.click(predict, [upload, model_choice, opacity_slider, frame_number], outputs, api_name="predict",
                   preprocess=False, postprocess=False)
         view = [header, metrics, roc, curves, thr, thr_table, card]
         model_choice.change(select_model, model_choice, view, api_visibility="private")

@@ -210,7 +210,7 @@ def raw_http_request(http, url: str, image: Path, model_name: str, rejected: boo
     t0 = time.perf_counter()
     path = http.post(url + "gradio_api/upload", files={"files": (image.name, data, "image/png")}).json()[0]
     t1 = time.perf_counter()
-    payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, model_name, 0.45]}
+    payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, model_name, 0.45, 1]}
     if session_hash is not None:
         payload["session_hash"] = session_hash
     event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]

@@ -1,5 +1,6 @@
 """The real app over HTTP through gradio_client: predictions, errors, privacy, login, Hub, share."""
 import hashlib
+import io
 import json
 import urllib.error
 import urllib.request
@@ -135,7 +136,7 @@ def test_login_required_for_page_and_api_and_offline_share_keeps_serving(trained
     env = {"TUMORTRACE_AUTH": "reviewer:s3cret-pass,second:other-pass"}
     with running_app("--model", str(trained_model), "--share", env=env, temp_dir=tmp_path) as (url, proc):
         for path, body in (("config", None), ("gradio_api/info", None),
-                           ("gradio_api/call/predict", json.dumps({"data": [None, "tiny", 0.5]}).encode())):
+                           ("gradio_api/call/predict", json.dumps({"data": [None, "tiny", 0.5, 1]}).encode())):
             request = urllib.request.Request(url + path, data=body, headers={"Content-Type": "application/json"})
             with pytest.raises(urllib.error.HTTPError) as info:
                 urllib.request.urlopen(request, timeout=10)
@@ -317,3 +318,71 @@ def test_the_slice_png_is_lossless_gray_and_rgb(tmp_path, monkeypatch, shape):
     with Image.open(path) as im:
         assert im.format == "PNG"
         assert np.array_equal(np.asarray(im), pixels)
+
+
+def test_read_upload_keeps_a_multi_frame_upload_for_its_other_frames(tmp_path, monkeypatch):
+    """The browser sends the same upload's path for another frame; the file was deleted at the first."""
+    import time
+
+    import app
+    from tumortrace.images import ImageLoadError, load_image
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    series, single = tmp_path / "0123abcd" / "series", tmp_path / "4567cdef" / "slice.png"
+    series.parent.mkdir(), single.parent.mkdir()
+    series.write_bytes(write_case(tmp_path, "multiframe.dcm").read_bytes())  # 3 frames, no .dcm suffix
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(single)
+    expected = [load_image(tmp_path / "multiframe.dcm", frame=k).pixels for k in (1, 2, 3)]
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    recent = app.RecentUploads()  # 5 minutes since last use
+    for frame in (2, 1, 3):
+        got = app.read_upload(series, recent, frame)
+        assert not series.exists()  # deleted at the first read
+        assert got.info["frame"] == f"frame {frame} of 3 used" and np.array_equal(got.pixels, expected[frame - 1])
+        now[0] += 200  # each use starts the age again
+    with pytest.raises(ImageLoadError, match="frame 4 was asked for, but the file has 3 frames"):
+        app.read_upload(series, recent, 4)
+    app.read_upload(single, recent)
+    with pytest.raises(ImageLoadError, match="frame 2 was asked for, but the file has 1 frame"):
+        app.read_upload(single, recent, 2)  # a one-frame file's bytes are not kept, and need not be
+    now[0] += 301
+    with pytest.raises(ImageLoadError, match="cannot be opened .*upload the file again"):
+        app.read_upload(series, recent, 2)  # nothing outlives the age limit
+
+
+def _raw_predict(url: str, upload_path: str, model_name: str, frame) -> tuple[list | None, str | None]:
+    """One /predict call over Gradio's HTTP API for an upload already on the server: (outputs, error)."""
+    import httpx
+
+    payload = {"data": [{"path": upload_path, "meta": {"_type": "gradio.FileData"}}, model_name, 0.45, frame]}
+    with httpx.Client(timeout=60) as http:
+        event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
+        lines = http.get(url + f"gradio_api/call/predict/{event}").text.strip().splitlines()
+    kind, data = lines[-2].removeprefix("event: "), lines[-1].removeprefix("data: ")
+    return (json.loads(data), None) if kind == "complete" else (None, data)
+
+
+def test_frames_of_one_upload_are_chosen_without_uploading_it_again(app, tmp_path):
+    import httpx
+
+    from tumortrace.images import load_image
+    from tumortrace.inference import display_pixels
+
+    url, _, temp, name = app
+    source = write_case(tmp_path, "multiframe.dcm")
+    with httpx.Client(timeout=60) as http:
+        upload = http.post(url + "gradio_api/upload",
+                           files={"files": ("series.dcm", source.read_bytes(), "application/dicom")}).json()[0]
+    for frame in (2, 3):
+        outputs, error = _raw_predict(url, upload, name, frame)
+        assert error is None, error
+        assert f"frame: frame {frame} of 3 used" in outputs[3]
+        with httpx.Client(timeout=60) as http:
+            shown = np.asarray(Image.open(io.BytesIO(http.get(outputs[2]["url"]).content)))
+        assert np.array_equal(shown, display_pixels(load_image(source, frame=frame)))
+    assert not any(p.read_bytes() == source.read_bytes() for p in temp.rglob("*") if p.is_file())  # not on disk
+    _, error = _raw_predict(url, upload, name, 7)
+    assert "frame 7 was asked for, but the file has 3 frames" in error
+    _, error = _raw_predict(url, upload, name, 0)
+    assert "less than minimum value 1" in error

@@ -90,3 +90,25 @@ def test_an_example_slice_classifies(trained_model, tmp_path):
         overlay.wait_for(timeout=30_000)
         assert page.evaluate("(img) => img.complete && img.naturalWidth > 0", overlay.element_handle())
         browser.close()
+
+
+def test_another_frame_of_an_uploaded_series_is_chosen_without_uploading_it_again(trained_model, tmp_path):
+    """The browser sends the same upload (whose file the first request deleted) with another frame number."""
+    from hostile import write_case
+
+    series = write_case(tmp_path, "multiframe.dcm")  # 3 frames
+    with running_app("--model", str(trained_model), temp_dir=tmp_path) as (url, _), \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(url, wait_until="networkidle")
+        page.set_input_files("input[type=file]", str(series))
+        frame_box = page.get_by_label("Frame of a multi-frame DICOM or multi-page TIFF (1 = first)")
+        for frame in (1, 3):
+            frame_box.fill(str(frame))
+            page.get_by_role("button", name="Classify").click()
+            page.get_by_text(f"frame {frame} of 3 used").wait_for(timeout=60_000)
+        frame_box.fill("5")
+        page.get_by_role("button", name="Classify").click()
+        page.get_by_text("frame 5 was asked for, but the file has 3 frames").first.wait_for(timeout=60_000)
+        browser.close()

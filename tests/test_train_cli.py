@@ -63,6 +63,34 @@ def test_predict_cli_rows_and_bad_file(trained_model, manifest_data, tmp_path):
     assert "not a recognised image" in rows[2]["error"] and "bad.png" in proc.stderr
 
 
+def test_predict_cli_scores_the_frames_asked_for(trained_model, manifest_data, tmp_path):
+    from hostile import write_case
+    from tumortrace.checkpoint import load_model
+    from tumortrace.images import load_image
+    from tumortrace.inference import predict_image
+
+    series = write_case(tmp_path, "multiframe.dcm")  # 3 frames that differ
+    png = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
+    every = run_cli("-m", "tumortrace.predict", "--model", str(trained_model), "--frame", "all", str(series), str(png))
+    assert every.returncode == 0, every.stderr
+    rows = list(csv.DictReader(io.StringIO(every.stdout)))
+    assert [(r["file"], r["frame"]) for r in rows] == [(str(series), "1"), (str(series), "2"), (str(series), "3"),
+                                                        (str(png), "1")]
+    model = load_model(trained_model)
+    for r in rows[:3]:
+        expected = predict_image(model, load_image(series, frame=int(r["frame"]))).p_malignant
+        assert float(r["p_malignant"]) == pytest.approx(expected, abs=1e-4)
+    by_frame = {r["frame"]: r["p_malignant"] for r in rows[:3]}
+    assert len(set(by_frame.values())) == 3
+    second = run_cli("-m", "tumortrace.predict", "--model", str(trained_model), "--frame", "2", str(series), str(png))
+    rows = list(csv.DictReader(io.StringIO(second.stdout)))
+    assert second.returncode == 1 and rows[0]["p_malignant"] == by_frame["2"]
+    assert rows[1]["error"] == "frame 2 was asked for, but the file has 1 frame"
+    bad = run_cli("-m", "tumortrace.predict", "--model", str(trained_model), "--frame", "0", str(png))
+    assert bad.returncode == 2 and "must be a frame number from 1, or all" in bad.stderr
+
+
+
 @pytest.mark.parametrize("problem, message", [
     ("one_class", "no malignant images"),
     ("missing", "does not exist"),

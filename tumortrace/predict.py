@@ -1,7 +1,8 @@
 """Predict: ``python -m tumortrace.predict --model DIR_OR_HUB_ID FILE...`` prints one CSV row per file.
 
-Columns: file, p_benign, p_malignant, decision (at the model's validated threshold), threshold, error.
-A file that cannot be read gets a row with the error and the exit code is 1; the others are still predicted.
+Columns: file, frame, p_benign, p_malignant, decision (at the model's validated threshold), threshold, error.
+A file (or frame) that cannot be read gets a row with the error and the exit code is 1; the others are still
+predicted. ``--frame all`` gives one row per frame of a multi-frame DICOM or multi-page TIFF.
 """
 from __future__ import annotations
 
@@ -11,16 +12,30 @@ import logging
 import sys
 
 from .checkpoint import ModelLoadError, load
-from .images import ImageLoadError
-from .inference import predict_file
+from .images import ImageLoadError, load_image
+from .inference import predict_image
 
-COLUMNS = ("file", "p_benign", "p_malignant", "decision", "threshold", "error")
+COLUMNS = ("file", "frame", "p_benign", "p_malignant", "decision", "threshold", "error")
+
+
+def frame_choice(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        frame = int(text)
+    except ValueError:
+        frame = 0
+    if frame < 1:
+        raise argparse.ArgumentTypeError(f"must be a frame number from 1, or all (got {text!r})")
+    return frame
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model folder or Hugging Face Hub repo id")
     p.add_argument("--revision", default=None, help="Hub revision (default: main)")
+    p.add_argument("--frame", type=frame_choice, default=1,
+                   help="frame of a multi-frame DICOM or multi-page TIFF, from 1, or all (default: 1)")
     p.add_argument("files", nargs="+", help="image files (PNG, JPEG, TIFF, BMP, DICOM)")
     return p
 
@@ -35,15 +50,20 @@ def main(args: argparse.Namespace) -> int:
     writer.writerow(COLUMNS)
     failed = 0
     for f in args.files:
-        try:
-            pred = predict_file(loaded, f)
-        except ImageLoadError as exc:
-            failed += 1
-            print(f"error: {f}: {exc.reason}", file=sys.stderr)
-            writer.writerow([f, "", "", "", "", exc.reason])
-            continue
-        writer.writerow([f, f"{pred.probabilities['benign']:.6f}", f"{pred.p_malignant:.6f}", pred.decision,
-                         f"{pred.threshold:.6f}", ""])
+        frame, last = (1, None) if args.frame == "all" else (args.frame, args.frame)
+        while last is None or frame <= last:
+            try:
+                image = load_image(f, frame=frame)
+            except ImageLoadError as exc:
+                failed += 1
+                print(f"error: {f}: {exc.reason}", file=sys.stderr)
+                writer.writerow([f, frame, "", "", "", "", exc.reason])
+                break
+            last = image.frames if last is None else last
+            pred = predict_image(loaded, image)
+            writer.writerow([f, frame, f"{pred.probabilities['benign']:.6f}", f"{pred.p_malignant:.6f}", pred.decision,
+                             f"{pred.threshold:.6f}", ""])
+            frame += 1
     return 1 if failed else 0
 
 
