@@ -431,3 +431,27 @@ def test_a_decoding_failure_says_whether_a_decoder_is_missing_or_the_data_is_dam
 def pydicom_dataset_from(data: bytes):
     import pydicom
     return pydicom.dcmread(io.BytesIO(data))
+
+
+def test_a_chosen_frame_of_an_enhanced_mr_says_where_it_sits_in_the_series(tmp_path):
+    """Stack and temporal position from the frame's Frame Content: which slice and which phase of a series."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(io.BytesIO(_enhanced_mr(shared_window=(600, 1600))))
+    for k, (stack, temporal) in enumerate([("1", 2), ("<b>Jane</b>", 1), (None, None)]):
+        content = Dataset()
+        content.InStackPositionNumber = k + 4
+        if stack:
+            content.StackID = stack
+        if temporal:
+            content.TemporalPositionIndex = temporal
+        if stack or temporal:
+            ds.PerFrameFunctionalGroupsSequence[k].FrameContentSequence = Sequence([content])
+    path = tmp_path / "enhanced.dcm"
+    path.write_bytes(dicom_bytes(ds))
+    notes = [load_image(path, frame=k).info["frame"] for k in (1, 2, 3)]
+    assert notes == ["frame 1 of 3 used (stack 1, position 4 of the stack; temporal position 2)",
+                     "frame 2 of 3 used (position 5 of the stack; temporal position 1)",  # not an ID: left out
+                     "frame 3 of 3 used"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -86,8 +87,27 @@ def _check_frame_number(path: Path, frame: int, frames: int) -> None:
                                    f"frame{'s' if frames > 1 else ''}")
 
 
-def _frame_note(frame: int, frames: int) -> dict:
-    return {"frame": f"frame {frame} of {frames} used"} if frames > 1 else {}
+def _frame_note(frame: int, frames: int, where: str = "") -> dict:
+    return {"frame": f"frame {frame} of {frames} used{where}"} if frames > 1 else {}
+
+
+def _frame_position(ds, index: int) -> str:
+    """Where frame ``index`` of an enhanced (multi-frame) MR sits in its series, from its Frame Content:
+    " (stack 1, position 12 of the stack; temporal position 3)". Empty for files that do not say."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None or len(per_frame) <= index:
+        return ""
+    content = (per_frame[index].get("FrameContentSequence") or [None])[0]
+    if content is None:
+        return ""
+    parts = []
+    if content.get("InStackPositionNumber") is not None:
+        stack = str(content.get("StackID") or "")
+        stack = f"stack {stack}, " if re.fullmatch(r"[\w.-]{1,16}", stack) else ""  # an ID, never free text
+        parts.append(f"{stack}position {content.InStackPositionNumber} of the stack")
+    if content.get("TemporalPositionIndex") is not None:
+        parts.append(f"temporal position {content.TemporalPositionIndex}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _looks_like_dicom(path: Path, data: bytes | None = None) -> bool:
@@ -223,7 +243,7 @@ def _load_dicom(path: Path, max_pixels: int, frame: int = 1, data: bytes | None 
         arr = ds.pixel_array
     except Exception as exc:
         raise ImageLoadError(path, f"DICOM pixel data cannot be decoded: {_decoder_hint(ds, exc)}") from None
-    info.update(_frame_note(frame, n_frames))
+    info.update(_frame_note(frame, n_frames, _frame_position(ds, index)))
     samples = int(ds.get("SamplesPerPixel", 1))
     if samples == 3:
         return LoadedImage(_scale_high_depth(path, arr, info, 0.0, float(max(arr.max(), 1))), info, n_frames)
