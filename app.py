@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import re
 import sys
@@ -416,12 +417,11 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         components' own preprocess and postprocess run here instead: Gradio would run each of the eight in
         a worker thread of its own, ~7 ms of Gradio's time around a lone request (benchmarks/README.md).
         """
-        model_name, opacity = model_choice.preprocess(model_name), opacity_slider.preprocess(opacity)
-        frame = frame_number.preprocess(frame)  # checks the minimum, rounds to a whole number
+        model_name = api_input(model_choice, model_name, f"the model must be one of: {', '.join(choices) or 'none'}")
+        opacity = api_input(opacity_slider, opacity, "the Grad-CAM opacity must be a number from 0 to 1")
+        frame = api_input(frame_number, frame, "the frame must be a whole number from 1 (1 = the first frame)")
         if not file:
             raise gr.Error("Upload an image first (PNG, JPEG, TIFF, BMP or DICOM).")
-        if frame is None:
-            raise gr.Error("Enter a frame number (1 = the first frame).")
         started = time.perf_counter()
         loaded = get_model(model_name)
         try:
@@ -499,6 +499,20 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     serving_queue(demo)
     return demo
+
+
+def api_input(component: gr.components.Component, value, rule: str):
+    """``component.preprocess(value)`` for a value an API client sent (the page only sends valid ones), or
+    an error stating ``rule`` and the value: out of range (Gradio's own error, a ValueError, names neither
+    the input nor what it may be), of the wrong type (a TypeError from Gradio), NaN or infinity (which
+    Gradio lets through)."""
+    try:
+        out = component.preprocess(value)
+    except (TypeError, ValueError, OverflowError):  # gr.Error is a ValueError
+        out = None
+    if out is None or isinstance(out, (bool, list, dict)) or (isinstance(out, float) and not math.isfinite(out)):
+        raise gr.Error(f"{rule[0].upper()}{rule[1:]}; got {str(value)[:40]!r}.")
+    return out
 
 
 def classify(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: float,

@@ -351,13 +351,15 @@ def test_read_upload_keeps_a_multi_frame_upload_for_its_other_frames(tmp_path, m
         app.read_upload(series, recent, 2)  # nothing outlives the age limit
 
 
-def _raw_predict(url: str, upload_path: str, model_name: str, frame) -> tuple[list | None, str | None]:
+def _raw_predict(url: str, upload_path: str | None, model_name, frame, opacity=0.45, file=None) -> tuple[list | None, str | None]:
     """One /predict call over Gradio's HTTP API for an upload already on the server: (outputs, error)."""
     import httpx
 
-    payload = {"data": [{"path": upload_path, "meta": {"_type": "gradio.FileData"}}, model_name, 0.45, frame]}
+    file = file if upload_path is None else {"path": upload_path, "meta": {"_type": "gradio.FileData"}}
+    payload = {"data": [file, model_name, opacity, frame]}
     with httpx.Client(timeout=60) as http:
-        event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
+        event = http.post(url + "gradio_api/call/predict", content=json.dumps(payload),  # NaN as Python writes it
+                          headers={"Content-Type": "application/json"}).json()["event_id"]
         lines = http.get(url + f"gradio_api/call/predict/{event}").text.strip().splitlines()
     kind, data = lines[-2].removeprefix("event: "), lines[-1].removeprefix("data: ")
     return (json.loads(data), None) if kind == "complete" else (None, data)
@@ -385,4 +387,30 @@ def test_frames_of_one_upload_are_chosen_without_uploading_it_again(app, tmp_pat
     _, error = _raw_predict(url, upload, name, 7)
     assert "frame 7 was asked for, but the file has 3 frames" in error
     _, error = _raw_predict(url, upload, name, 0)
-    assert "less than minimum value 1" in error
+    assert "The frame must be a whole number from 1 (1 = the first frame); got '0'." in error
+
+
+@pytest.mark.parametrize("position, value, message", [
+    ("model", None, "The model must be one of: "),
+    ("model", ["x"], "The model must be one of: "),
+    ("model", "nonexistent", "The model must be one of: tiny; got 'nonexistent'."),
+    ("opacity", "abc", "The Grad-CAM opacity must be a number from 0 to 1; got 'abc'."),
+    ("opacity", 2, "The Grad-CAM opacity must be a number from 0 to 1; got '2'."),
+    ("opacity", float("nan"), "The Grad-CAM opacity must be a number from 0 to 1; got 'nan'."),
+    ("frame", "abc", "The frame must be a whole number from 1 (1 = the first frame); got 'abc'."),
+    ("frame", None, "The frame must be a whole number from 1"),
+    ("frame", 1e300, "but the file has 1 frame"),
+    ("file", "slice.png", "validation error for FileData"),  # Gradio's own check
+])
+def test_bad_api_inputs_get_a_specific_error(app, tmp_path, position, value, message):
+    """The page sends only valid values; an API client can send anything, and is told what was wrong."""
+    import httpx
+
+    url, _, _, name = app
+    source = write_case(tmp_path, "large_legal.png")
+    with httpx.Client(timeout=60) as http:
+        upload = http.post(url + "gradio_api/upload", files={"files": ("s.png", source.read_bytes(), "image/png")}).json()[0]
+    inputs = {"model": name, "opacity": 0.45, "frame": 1, "file": None} | {position: value}
+    outputs, error = _raw_predict(url, None if position == "file" else upload, inputs["model"], inputs["frame"],
+                                  inputs["opacity"], file=inputs["file"])
+    assert outputs is None and message in error, error
