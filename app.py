@@ -281,6 +281,14 @@ def _nbytes(value: LoadedImage | ImageLoadError | bytes) -> int:
     return value.pixels.nbytes if isinstance(value, LoadedImage) else 0
 
 
+def _earlier_outcome(recent: RecentUploads, key: str, path: Path) -> LoadedImage | None:
+    """What decoding an identical upload gave: its image, or its error raised again; None if nothing."""
+    earlier = recent.get(key)
+    if earlier is not None and not isinstance(earlier, LoadedImage):
+        raise ImageLoadError(path, earlier.reason) from None
+    return earlier
+
+
 def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImage:
     """Frame ``frame`` of an upload, whose file is read and deleted at once (no patient image stays on disk).
 
@@ -291,11 +299,8 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImag
     try:
         data = path.read_bytes()
     except OSError as exc:
-        earlier = recent.get(outcome_key)
-        if isinstance(earlier, LoadedImage):
+        if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
             return earlier
-        if earlier is not None:
-            raise ImageLoadError(path, earlier.reason) from None
         data = recent.get(bytes_key)
         first = recent.get(f"{key} frame 1")
         if data is None and isinstance(first, LoadedImage) and frame > first.frames:
@@ -310,11 +315,8 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImag
     except ImageLoadError as exc:
         # Same key, same bytes, same decoding: what an identical upload got is this upload's outcome, whatever
         # failed here.
-        earlier = recent.get(outcome_key)
-        if isinstance(earlier, LoadedImage):
+        if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
             return earlier
-        if earlier is not None:
-            raise ImageLoadError(path, earlier.reason) from None
         recent.put(outcome_key, ImageLoadError(path, exc.reason))  # without the traceback, whose frames hold pixels
         raise
     recent.put(outcome_key, image)
