@@ -107,6 +107,16 @@ def _dicom(kind: str) -> bytes:
     return dicom_bytes(ds)
 
 
+def _malformed(what: str) -> bytes:
+    """MR_small with one value that cannot be converted: written as raw bytes, as a broken writer would."""
+    data = dicom_bytes(mr_small())
+    if what == "frames":  # an IS element (0028,0008) = "abc " just before Rows (0028,0010)
+        i = data.index(b"\x28\x00\x10\x00US\x02\x00")
+        return data[:i] + b"\x28\x00\x08\x00IS\x04\x00abc " + data[i:]
+    i = data.index(b"\x28\x00\x10\x00US\x02\x00")  # Rows: a US value in 3 bytes
+    return data[:i] + b"\x28\x00\x10\x00US\x03\x00\x40\x00\x00" + data[i + 10:]
+
+
 def _deflated_mr() -> bytes:
     """MR_small written with the Deflated Explicit VR Little Endian transfer syntax, as pydicom writes it."""
     from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -287,6 +297,9 @@ CASES: dict[str, tuple] = {
     "deflate_bomb_implicit_meta.dcm": (lambda: implicit_file_meta(deflated_series(4096, 8)),
                                        _err("possible decompression bomb")),
     "mr_implicit_meta.dcm": (lambda: implicit_file_meta(_dicom("mr")), _ok(_check_window)),
+    # values pydicom converts only when they are read: NumberOfFrames "abc", Rows in 3 bytes
+    "frames_not_a_number.dcm": (lambda: _malformed("frames"), _err("DICOM file is damaged (ValueError")),
+    "rows_odd_length.dcm": (lambda: _malformed("rows"), _err("DICOM file is damaged")),
     "rle_series.dcm": (lambda: rle_series(512, 64), _ok(_check_ramp_frame)),
     "jpeg_compressed.dcm": (lambda: compressed_dicom("JPEG", 64, 64), _ok(_check_gray)),
     "jpeg2000_8bit.dcm": (lambda: compressed_dicom("JPEG2000", 64, 64), _ok(_check_gray)),

@@ -15,6 +15,7 @@ from tumortrace.images import MAX_FILE_BYTES, ImageLoadError, LoadedImage, codes
 
 
 @pytest.mark.filterwarnings("ignore:Expected explicit VR")  # pydicom, on a file meta written in implicit VR
+@pytest.mark.filterwarnings("ignore:Invalid value for VR IS")  # pydicom, on a NumberOfFrames "abc"
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_hostile_case(tmp_path, name):
     path = write_case(tmp_path, name)

@@ -70,7 +70,12 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, frame: int
     if nbytes > MAX_FILE_BYTES:
         raise ImageLoadError(path, f"file is {nbytes / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
     if _looks_like_dicom(path, data):
-        loaded = _load_dicom(path, max_pixels, frame, data)
+        try:
+            loaded = _load_dicom(path, max_pixels, frame, data)
+        except ImageLoadError:
+            raise
+        except Exception as exc:  # pydicom converts a value when it is first read: a malformed one raises there
+            raise ImageLoadError(path, f"DICOM file is damaged ({type(exc).__name__}: {exc})") from None
     else:
         loaded = _load_pillow(path, max_pixels, frame, data)
     _check_geometry(path, loaded.pixels.shape[1], loaded.pixels.shape[0])
