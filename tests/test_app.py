@@ -351,7 +351,8 @@ def test_read_upload_keeps_a_multi_frame_upload_for_its_other_frames(tmp_path, m
         app.read_upload(series, recent, 2)  # nothing outlives the age limit
 
 
-def _raw_predict(url: str, upload_path: str | None, model_name, frame, opacity=0.45, file=None) -> tuple[list | None, str | None]:
+def _raw_predict(url: str, upload_path: str | None, model_name, frame, opacity=0.45,
+                 file=None) -> tuple[list | None, str | None]:
     """One /predict call over Gradio's HTTP API for an upload already on the server: (outputs, error)."""
     import httpx
 
@@ -409,7 +410,8 @@ def test_bad_api_inputs_get_a_specific_error(app, tmp_path, position, value, mes
     url, _, _, name = app
     source = write_case(tmp_path, "large_legal.png")
     with httpx.Client(timeout=60) as http:
-        upload = http.post(url + "gradio_api/upload", files={"files": ("s.png", source.read_bytes(), "image/png")}).json()[0]
+        upload = http.post(url + "gradio_api/upload",
+                           files={"files": ("s.png", source.read_bytes(), "image/png")}).json()[0]
     inputs = {"model": name, "opacity": 0.45, "frame": 1, "file": None} | {position: value}
     outputs, error = _raw_predict(url, None if position == "file" else upload, inputs["model"], inputs["frame"],
                                   inputs["opacity"], file=inputs["file"])

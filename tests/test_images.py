@@ -434,6 +434,7 @@ def pydicom_dataset_from(data: bytes):
     return pydicom.dcmread(io.BytesIO(data))
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR IS")  # pydicom, on the "ab  " below
 def test_a_chosen_frame_of_an_enhanced_mr_says_where_it_sits_in_the_series(tmp_path):
     """Stack and temporal position from the frame's Frame Content: which slice and which phase of a series."""
     import pydicom
@@ -456,3 +457,23 @@ def test_a_chosen_frame_of_an_enhanced_mr_says_where_it_sits_in_the_series(tmp_p
     assert notes == ["frame 1 of 3 used (stack 1, position 4 of the stack; temporal position 2)",
                      "frame 2 of 3 used (position 5 of the stack; temporal position 1)",  # not an ID: left out
                      "frame 3 of 3 used"]
+    # frame 1's In-Stack Position Number as an IS "ab  ", which pydicom cannot convert when it is read
+    good = b"\x20\x00\x57\x90UL\x04\x00\x04\x00\x00\x00"
+    data = dicom_bytes(ds)
+    assert data.count(good) == 1
+    path.write_bytes(data.replace(good, b"\x20\x00\x57\x90IS\x04\x00ab  "))
+    assert load_image(path, frame=1).info["frame"] == "frame 1 of 3 used (temporal position 2)"  # not a number
+
+
+def test_a_frame_content_pydicom_cannot_read_costs_only_the_note(tmp_path, monkeypatch):
+    from pydicom.errors import BytesLengthException
+
+    import tumortrace.images as images
+
+    def unreadable(ds, index):
+        raise BytesLengthException("a UL in 3 bytes")  # as pydicom raises when such a value is first read
+
+    monkeypatch.setattr(images, "_frame_position", unreadable)
+    path = tmp_path / "enhanced.dcm"
+    path.write_bytes(_enhanced_mr(shared_window=(600, 1600)))
+    assert load_image(path, frame=2).info["frame"] == "frame 2 of 3 used"

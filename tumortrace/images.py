@@ -106,13 +106,22 @@ def _frame_position(ds, index: int) -> str:
     if content is None:
         return ""
     parts = []
-    if content.get("InStackPositionNumber") is not None:
+    position = _whole_number(content.get("InStackPositionNumber"))
+    temporal = _whole_number(content.get("TemporalPositionIndex"))
+    if position is not None:
         stack = str(content.get("StackID") or "")
         stack = f"stack {stack}, " if re.fullmatch(r"[\w.-]{1,16}", stack) else ""  # an ID, never free text
-        parts.append(f"{stack}position {content.InStackPositionNumber} of the stack")
-    if content.get("TemporalPositionIndex") is not None:
-        parts.append(f"temporal position {content.TemporalPositionIndex}")
+        parts.append(f"{stack}position {position} of the stack")
+    if temporal is not None:
+        parts.append(f"temporal position {temporal}")
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _whole_number(value) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _looks_like_dicom(path: Path, data: bytes | None = None) -> bool:
@@ -248,7 +257,11 @@ def _load_dicom(path: Path, max_pixels: int, frame: int = 1, data: bytes | None 
         arr = ds.pixel_array
     except Exception as exc:
         raise ImageLoadError(path, f"DICOM pixel data cannot be decoded: {_decoder_hint(ds, exc)}") from None
-    info.update(_frame_note(frame, n_frames, _frame_position(ds, index)))
+    try:
+        where = _frame_position(ds, index)
+    except Exception:  # a malformed Frame Content: the slice is still usable, only the note is lost
+        where = ""
+    info.update(_frame_note(frame, n_frames, where))
     samples = int(ds.get("SamplesPerPixel", 1))
     if samples == 3:
         return LoadedImage(_scale_high_depth(path, arr, info, 0.0, float(max(arr.max(), 1))), info, n_frames)
