@@ -357,9 +357,11 @@ def test_a_frame_of_a_gif_is_not_chosen(tmp_path):
         load_image(path, frame=2)
 
 
-def test_a_bomb_in_a_later_compressed_frame_is_refused_when_that_frame_is_chosen(tmp_path):
-    """Frame 1 states the header's 64×64; frame 2's codestream says 4096×4096."""
-    from pydicom.encaps import encapsulate
+def _two_jpeg_frames(sides: tuple[int, int], extended_offsets: str | None = None) -> bytes:
+    """A 2-frame 8-bit JPEG DICOM stating 64×64, its codestreams sides[0]² and sides[1]². ``extended_offsets``:
+    "true" (an Extended Offset Table as written) or "swapped" (the table sends frame 1 to the second
+    codestream, as pydicom's decoder then follows it)."""
+    from pydicom.encaps import encapsulate, encapsulate_extended
     from pydicom.uid import JPEGBaseline8Bit
 
     ds = mr_small()
@@ -374,14 +376,31 @@ def test_a_bomb_in_a_later_compressed_frame_is_refused_when_that_frame_is_chosen
         Image.fromarray(np.linspace(0, 255, side * side).astype(np.uint8).reshape(side, side)).save(buf, "JPEG")
         return buf.getvalue()
 
-    ds.PixelData = encapsulate([jpeg(64), jpeg(4096)], has_bot=True)
+    frames = [jpeg(side) for side in sides]
+    if extended_offsets is None:
+        ds.PixelData = encapsulate(frames, has_bot=True)
+    else:
+        ds.PixelData, offsets, lengths = encapsulate_extended(frames)
+        if extended_offsets == "swapped":
+            offsets, lengths = offsets[8:] + offsets[:8], lengths[8:] + lengths[:8]
+        ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = offsets, lengths
+    return dicom_bytes(ds)
+
+
+@pytest.mark.parametrize("sides, extended_offsets, bomb_frame", [
+    ((64, 4096), None, 2),  # found through the Basic Offset Table
+    ((64, 4096), "true", 2),
+    ((4096, 64), "swapped", 2),  # the first codestream in the file is the bomb; the table makes it frame 2
+])
+def test_a_compressed_frame_is_checked_where_the_decoder_finds_it(tmp_path, sides, extended_offsets, bomb_frame):
+    """Each frame's codestream states its size; the one chosen is checked before it is decoded."""
     path = tmp_path / "series.dcm"
-    path.write_bytes(dicom_bytes(ds))
-    assert load_image(path, frame=1).pixels.shape == (64, 64)
+    path.write_bytes(_two_jpeg_frames(sides, extended_offsets))
+    assert load_image(path, frame=3 - bomb_frame).pixels.shape == (64, 64)
 
     def refused():
         with pytest.raises(ImageLoadError, match="4096×4096 pixels but the DICOM header says 64×64"):
-            load_image(path, frame=2)
+            load_image(path, frame=bomb_frame)
 
     _, peak = _peak_traced_bytes(refused)
     assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB at peak"
