@@ -64,6 +64,28 @@ def test_unreadable_file_is_reported_and_skipped(tmp_path, caplog):
     assert "broken.png" in caplog.text
 
 
+def test_a_training_file_of_several_frames_gives_its_first_and_says_so(tmp_path, caplog):
+    from hostile import write_case
+    from tumortrace.images import load_image
+    from tumortrace.preprocess import resized_uint8
+
+    root = write_class_folders(tmp_path, n_per_class=4)
+    series = write_case(root / "MALIGNANT", "multiframe.dcm")  # 3 frames, one label
+    samples = discover(root)
+    with caplog.at_level(logging.WARNING):
+        images, kept = decode_all(samples, 32)
+    assert len(kept) == len(samples)
+    first = images[[s.path for s in kept].index(series)]
+    assert torch.equal(first, resized_uint8(load_image(series, frame=1).pixels, 32))
+    assert (f"1 image file(s) hold several frames, of which only the first is used (e.g. {series}: 3 frames)"
+            in caplog.text)
+    caplog.clear()
+    series.unlink()
+    with caplog.at_level(logging.WARNING):
+        decode_all(discover(root), 32)
+    assert "several frames" not in caplog.text
+
+
 def test_split_too_small_for_a_class(tmp_path):
     root = write_class_folders(tmp_path, n_per_class=6, class_names=("benign", "malignant"))
     for p in list((root / "malignant").glob("*"))[:-2]:

@@ -141,17 +141,27 @@ def _from_class_folders(root: Path, split: str | None = None) -> list[Sample]:
 
 
 def decode_all(samples: list[Sample], image_size: int, workers: int = 2) -> tuple[torch.Tensor, list[Sample]]:
-    """Decode and resize every image once (uint8 N×3×S×S). Unreadable files are logged and dropped."""
+    """Decode and resize every image once (uint8 N×3×S×S). Unreadable files are logged and dropped; files
+    of several frames (a multi-frame DICOM, a multi-page TIFF) give their first and are logged: one label
+    belongs to one slice."""
+    series = []
 
     def one(sample: Sample):
         try:
-            return resized_uint8(load_image(sample.path).pixels, image_size)
+            image = load_image(sample.path)
         except ImageLoadError as exc:
             log.warning("skipping unreadable image %s: %s", sample.path, exc.reason)
             return None
+        if image.frames > 1:
+            series.append((sample.path, image.frames))
+        return resized_uint8(image.pixels, image_size)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         decoded = list(pool.map(one, samples))
+    if series:
+        path, frames = sorted(series)[0]
+        log.warning("%d image file(s) hold several frames, of which only the first is used (e.g. %s: %d frames); "
+                    "give each slice its own file to train on it with its own label", len(series), path, frames)
     kept = [(t, s) for t, s in zip(decoded, samples) if t is not None]
     if not kept:
         raise DataError("none of the images could be read")
