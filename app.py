@@ -491,10 +491,11 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
 
         # wiring
         outputs = [probs, heat, raw, decision_text, prov]
-        # In the browser only: the last answer goes as a new request starts, so that an error (the toast)
-        # never sits beside a decision that belonged to another file or frame. The Label takes {}: null
-        # throws in its frontend and the whole update is dropped.
-        run.click(None, None, outputs, js="() => [{}, null, null, '', '']")
+        # In the browser only: the last answer goes when a new request starts or its file, frame or model
+        # changes, so that no decision sits beside an error or inputs it does not belong to. The Label
+        # takes {}: null throws in its frontend and the whole update is dropped.
+        for changed in (run.click, upload.change, frame_number.change, model_choice.change):
+            changed(None, None, outputs, js="() => [{}, null, null, '', '']")
         run.click(predict, [upload, model_choice, opacity_slider, frame_number], outputs, api_name="predict",
                   preprocess=False, postprocess=False)
         view = [header, metrics, roc, curves, thr, thr_table, card]

@@ -97,6 +97,7 @@ def test_another_frame_of_an_uploaded_series_is_chosen_without_uploading_it_agai
     from hostile import write_case
 
     series = write_case(tmp_path, "multiframe.dcm")  # 3 frames
+    other = write_case(tmp_path, "mr_window.dcm")  # one frame
     with running_app("--model", str(trained_model), temp_dir=tmp_path) as (url, _), \
             sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -114,4 +115,15 @@ def test_another_frame_of_an_uploaded_series_is_chosen_without_uploading_it_agai
         # the answer for frame 3 went when this request started: no decision beside the error
         body = page.inner_text("body")
         assert "frame 3 of 3 used" not in body and "Decision at the model's validated threshold" not in body
+        for change in (lambda: frame_box.fill("1"), lambda: page.get_by_role("button", name="Clear").first.click()):
+            frame_box.fill("2")
+            page.get_by_role("button", name="Classify").click()
+            page.get_by_text("frame 2 of 3 used").wait_for(timeout=60_000)
+            change()  # another frame, or the file removed: the answer shown does not belong to it any more
+            page.get_by_text("frame 2 of 3 used").wait_for(state="detached", timeout=10_000)
+            assert "Decision at the model's validated threshold" not in page.inner_text("body")
+        page.set_input_files("input[type=file]", str(other))  # and a new file after that is classified
+        frame_box.fill("1")
+        page.get_by_role("button", name="Classify").click()
+        page.get_by_text("Decision at the model's validated threshold").wait_for(timeout=60_000)
         browser.close()
