@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__  # noqa: E402
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
-from tumortrace.images import ImageLoadError, LoadedImage, load_image  # noqa: E402
+from tumortrace.images import ImageLoadError, LoadedImage, check_frame_number, load_image  # noqa: E402
 from tumortrace.inference import Prediction, display_pixels, predict_image  # noqa: E402
 from tumortrace.metrics import binary_metrics  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
@@ -303,8 +303,8 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImag
             return earlier
         data = recent.get(bytes_key)
         first = recent.get(f"{key} frame 1")
-        if data is None and isinstance(first, LoadedImage) and frame > first.frames:
-            raise ImageLoadError(path, f"frame {frame} was asked for, but the file has {first.frames} frame") from None
+        if data is None and isinstance(first, LoadedImage):
+            check_frame_number(path, frame, first.frames)
         if data is None:
             raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload once "
                                        "it is decoded: upload the file again") from None

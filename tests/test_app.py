@@ -325,7 +325,7 @@ def test_read_upload_keeps_a_multi_frame_upload_for_its_other_frames(tmp_path, m
     import time
 
     import app
-    from tumortrace.images import ImageLoadError, load_image
+    from tumortrace.images import ImageLoadError, LoadedImage, load_image
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     series, single = tmp_path / "0123abcd" / "series", tmp_path / "4567cdef" / "slice.png"
@@ -349,6 +349,9 @@ def test_read_upload_keeps_a_multi_frame_upload_for_its_other_frames(tmp_path, m
     now[0] += 301
     with pytest.raises(ImageLoadError, match="cannot be opened .*upload the file again"):
         app.read_upload(series, recent, 2)  # nothing outlives the age limit
+    recent.put("0123abcd/series frame 1", LoadedImage(np.zeros((32, 32), np.float32), frames=3))
+    with pytest.raises(ImageLoadError, match="frame 5 was asked for, but the file has 3 frames"):
+        app.read_upload(series, recent, 5)  # its bytes made room for newer uploads; its frame count is known
 
 
 def _raw_predict(url: str, upload_path: str | None, model_name, frame, opacity=0.45,

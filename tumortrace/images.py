@@ -86,7 +86,8 @@ def _open(path: Path, data: bytes | None):
     return io.BytesIO(data) if data is not None else open(path, "rb")
 
 
-def _check_frame_number(path: Path, frame: int, frames: int) -> None:
+def check_frame_number(path: str | os.PathLike, frame: int, frames: int) -> None:
+    """Refuse frame ``frame`` (counted from 1) of a file of ``frames`` frames, saying how many it has."""
     if frame > frames:
         raise ImageLoadError(path, f"frame {frame} was asked for, but the file has {frames} "
                                    f"frame{'s' if frames > 1 else ''}")
@@ -157,7 +158,7 @@ def _load_pillow(path: Path, max_pixels: int, frame: int = 1, data: bytes | None
                 info["format"] = im.format
                 _check_geometry(path, im.width, im.height, max_pixels)
                 n_frames = getattr(im, "n_frames", 1)
-                _check_frame_number(path, frame, n_frames)
+                check_frame_number(path, frame, n_frames)
                 if frame > 1 and im.format != "TIFF":
                     # A GIF or APNG frame is drawn over the ones before it: reaching frame k decodes k frames.
                     raise ImageLoadError(path, f"frame {frame} was asked for; frames are chosen in multi-frame "
@@ -248,7 +249,7 @@ def _load_dicom(path: Path, max_pixels: int, frame: int = 1, data: bytes | None 
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     _check_geometry(path, cols, rows, max_pixels)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    _check_frame_number(path, frame, n_frames)
+    check_frame_number(path, frame, n_frames)
     index = frame - 1
     _check_compressed_frame_size(path, ds, n_frames, cols, rows, index)
     try:
