@@ -302,10 +302,9 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImag
         if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
             return earlier
         data = recent.get(bytes_key)
-        first = recent.get(f"{key} frame 1")
-        if data is None and isinstance(first, LoadedImage):
-            check_frame_number(path, frame, first.frames)
         if data is None:
+            if isinstance(first := recent.get(f"{key} frame 1"), LoadedImage):
+                check_frame_number(path, frame, first.frames)
             raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload once "
                                        "it is decoded: upload the file again") from None
     finally:

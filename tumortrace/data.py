@@ -159,7 +159,7 @@ def decode_all(samples: list[Sample], image_size: int, workers: int = 2) -> tupl
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         decoded = list(pool.map(one, samples))
     if series:
-        path, frames = sorted(series)[0]
+        path, frames = min(series)
         log.warning("%d image file(s) hold several frames, of which only the first is used (e.g. %s: %d frames); "
                     "give each slice its own file to train on it with its own label", len(series), path, frames)
     kept = [(t, s) for t, s in zip(decoded, samples) if t is not None]

@@ -154,7 +154,7 @@ def _load_pillow(path: Path, max_pixels: int, frame: int = 1, data: bytes | None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data) if data is not None else path) as im:
+            with _open(path, data) as fp, Image.open(fp) as im:
                 info["format"] = im.format
                 _check_geometry(path, im.width, im.height, max_pixels)
                 n_frames = getattr(im, "n_frames", 1)
