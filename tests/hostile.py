@@ -80,6 +80,15 @@ def mr_small():
     return pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
 
 
+def mr_series():
+    """MR_small as 3 native frames that differ (the slice, half of it, a third of it), its window kept."""
+    ds = mr_small()
+    arr = ds.pixel_array
+    ds.PixelData = np.stack([arr, arr // 2, arr // 3]).astype(arr.dtype).tobytes()
+    ds.NumberOfFrames = 3
+    return ds
+
+
 def dicom_bytes(ds) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -94,11 +103,7 @@ def _dicom(kind: str) -> bytes:
         ds = mr_small()
         del ds.PixelData
     elif kind == "multiframe":
-        ds = mr_small()
-        arr = ds.pixel_array
-        frames = np.stack([arr, arr // 2, arr // 3]).astype(arr.dtype)
-        ds.NumberOfFrames = 3
-        ds.PixelData = frames.tobytes()
+        ds = mr_series()
     elif kind == "monochrome1":
         ds = mr_small()
         ds.PhotometricInterpretation = "MONOCHROME1"
@@ -191,6 +196,15 @@ def compressed_dicom(fmt: str, side: int, stated: int = 512) -> bytes:
     """An 8-bit MR DICOM whose one JPEG or JPEG 2000 frame (Pillow's encoding of a side×side ramp) is
     stated in the header as stated×stated: with side > stated, a small file that decodes to side² pixels."""
     from pydicom.encaps import encapsulate
+
+    ds = mr_8bit(fmt, stated)
+    ds.PixelData = encapsulate([ramp_codestream(fmt, side)])
+    return dicom_bytes(ds)
+
+
+def mr_8bit(fmt: str, stated: int):
+    """MR_small's header as an 8-bit stated×stated image in the JPEG or JPEG 2000 transfer syntax, without
+    window or rescale; its pixel data is the caller's."""
     from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
     ds = mr_small()
@@ -199,9 +213,13 @@ def compressed_dicom(fmt: str, side: int, stated: int = 512) -> bytes:
     for tag in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
         ds.pop(tag, None)
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit if fmt == "JPEG" else JPEG2000Lossless
+    return ds
+
+
+def ramp_codestream(fmt: str, side: int) -> bytes:
+    """Pillow's JPEG (quality 95) or JPEG 2000 encoding of a side×side 8-bit ramp."""
     image = Image.fromarray(np.linspace(0, 255, side * side).astype(np.uint8).reshape(side, side), "L")
-    ds.PixelData = encapsulate([_png_bytes(image, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))])
-    return dicom_bytes(ds)
+    return _png_bytes(image, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
 
 
 def _check_ramp_frame(li):

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hostile import CASES, compressed_dicom, deflated_series, dicom_bytes, mr_small, rle_series, write_case
+from hostile import (CASES, compressed_dicom, deflated_series, dicom_bytes, mr_8bit, mr_series, mr_small,
+                     ramp_codestream, rle_series, write_case)
 from tumortrace.images import MAX_FILE_BYTES, ImageLoadError, LoadedImage, codestream_size, load_image
 
 
@@ -242,10 +243,7 @@ def _enhanced_mr(per_frame_window=None, shared_window=None, rescale=None) -> byt
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    ds = mr_small()
-    arr = ds.pixel_array
-    ds.PixelData = np.stack([arr, arr // 2, arr // 3]).astype(arr.dtype).tobytes()
-    ds.NumberOfFrames = 3
+    ds = mr_series()
     del ds.WindowCenter, ds.WindowWidth
 
     def group(window=None, slope_intercept=None):
@@ -285,10 +283,7 @@ def test_an_enhanced_mr_uses_the_window_and_rescale_of_its_functional_groups(tmp
 # ---------------------------------------------------------------- choosing a frame
 def _mr_series(compress: str | None = None) -> bytes:
     """MR_small as 3 frames that differ (the slice, half of it, a third of it), native or compressed."""
-    ds = mr_small()
-    arr = ds.pixel_array
-    ds.PixelData = np.stack([arr, arr // 2, arr // 3]).astype(arr.dtype).tobytes()
-    ds.NumberOfFrames = 3
+    ds = mr_series()
     del ds.WindowCenter, ds.WindowWidth  # a percentile window of each frame's own values
     if compress:
         ds.compress(compress)
@@ -362,21 +357,10 @@ def _two_jpeg_frames(sides: tuple[int, int], extended_offsets: str | None = None
     "true" (an Extended Offset Table as written) or "swapped" (the table sends frame 1 to the second
     codestream, as pydicom's decoder then follows it)."""
     from pydicom.encaps import encapsulate, encapsulate_extended
-    from pydicom.uid import JPEGBaseline8Bit
 
-    ds = mr_small()
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    for tag in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
-        ds.pop(tag, None)
+    ds = mr_8bit("JPEG", 64)
     ds.NumberOfFrames = 2
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-
-    def jpeg(side: int) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(np.linspace(0, 255, side * side).astype(np.uint8).reshape(side, side)).save(buf, "JPEG")
-        return buf.getvalue()
-
-    frames = [jpeg(side) for side in sides]
+    frames = [ramp_codestream("JPEG", side) for side in sides]
     if extended_offsets is None:
         ds.PixelData = encapsulate(frames, has_bot=True)
     else:
