@@ -8,7 +8,8 @@ training augmentations in DataLoader workers; one warm-up epoch, then one timed 
 On CPU: fp32, loader workers 0 and 2. On CUDA, per architecture and batch size, each precision /
 memory-format / compile setting is timed three ways: with batches already on the GPU (the model's
 ceiling, no input work), with the DataLoader (augmentation in CPU workers, as --augment-on cpu), and
-with the augmentation on the GPU (tumortrace.gpu_augment, as --augment-on gpu, the default on CUDA).
+with the augmentation on the GPU (tumortrace.gpu_augment, as --augment-on gpu, the default on CUDA), and
+with that augmentation on a second CUDA stream, one batch ahead (``DeviceBatches(side_stream=True)``).
 "data wait" is 1 - fed/ceiling: the share of GPU time lost to input.
 
 Both print the CPU time the GPU augmentation spends per batch before its kernels are queued (drawing the
@@ -73,12 +74,26 @@ def cpu_table(args, device, images, labels) -> None:
             print(f"| {arch} | {workers} | {s['images_per_s']:.1f} | {s['data_wait_fraction']:.1%} |")
 
 
+def augment_gpu_ms(batches: DeviceBatches, runs: int = 50) -> float:
+    """Median GPU milliseconds of one batch's augmentation (gather, resampling, jitter), between CUDA events."""
+    times = []
+    for _, idx in zip(range(runs), batches.batches):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        batches.batch(idx)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
 def gpu_table(args, device, images, labels) -> None:
     workers = args.workers if args.workers is not None else min(12, os.cpu_count() or 1)
     print(f"# device {torch.cuda.get_device_name(device)}, torch {torch.__version__}, {args.image_size}², "
           f"{len(labels)} images per epoch, loader workers {workers}")
     print("| arch | batch | setting | ceiling img/s (batches on GPU) | CPU-worker loader img/s | data wait | "
-          "GPU augment img/s | data wait |\n|---|---|---|---|---|---|---|---|")
+          "GPU augment img/s | data wait | GPU augment, side stream img/s | data wait |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
     for arch in args.archs:
         for batch in args.batch_sizes:
             ds = SliceDataset(images, labels, train_transform(args.image_size, (0.5,) * 3, (0.25,) * 3))
@@ -86,6 +101,8 @@ def gpu_table(args, device, images, labels) -> None:
                                 persistent_workers=workers > 0, pin_memory=True, prefetch_factor=4 if workers else None)
             on_gpu = DeviceBatches(images.to(device), torch.as_tensor(labels), batch,
                                    GpuAugment(args.image_size, (0.5,) * 3, (0.25,) * 3))
+            side = DeviceBatches(on_gpu.images, on_gpu.labels, batch, on_gpu.augment, side_stream=True)
+            print(f"GPU time of the augmentation alone, batch {batch}: {augment_gpu_ms(on_gpu):.2f} ms", flush=True)
             g = torch.Generator(device=device).manual_seed(0)
             resident = [(torch.randn(batch, 3, args.image_size, args.image_size, device=device, generator=g),
                          torch.randint(0, 2, (batch,), device=device, generator=g))
@@ -101,17 +118,22 @@ def gpu_table(args, device, images, labels) -> None:
                 run = torch.compile(model) if compiled else model
                 epoch(run, resident, opt, device, cl, amp)  # warm-up (and compilation)
                 ceiling = epoch(run, resident, opt, device, cl, amp)
-                epoch(run, loader, opt, device, cl, amp)  # warm-up: workers start, pinned buffers
-                fed = epoch(run, loader, opt, device, cl, amp)
+                if args.cpu_loader:
+                    epoch(run, loader, opt, device, cl, amp)  # warm-up: workers start, pinned buffers
+                    fed = epoch(run, loader, opt, device, cl, amp)
                 epoch(run, on_gpu, opt, device, cl, amp)
                 gpu_fed = epoch(run, on_gpu, opt, device, cl, amp)
+                epoch(run, side, opt, device, cl, amp)
+                side_fed = epoch(run, side, opt, device, cl, amp)
 
                 def lost(s):
                     return f"{max(0.0, 1 - s['images_per_s'] / ceiling['images_per_s']):.1%}"
-                print(f"| {arch} | {batch} | {name} | {ceiling['images_per_s']:.0f} | {fed['images_per_s']:.0f} | "
-                      f"{lost(fed)} | {gpu_fed['images_per_s']:.0f} | {lost(gpu_fed)} |", flush=True)
+                cpu_fed = f"{fed['images_per_s']:.0f} | {lost(fed)}" if args.cpu_loader else "not run | "
+                print(f"| {arch} | {batch} | {name} | {ceiling['images_per_s']:.0f} | {cpu_fed} | "
+                      f"{gpu_fed['images_per_s']:.0f} | {lost(gpu_fed)} | {side_fed['images_per_s']:.0f} | "
+                      f"{lost(side_fed)} |", flush=True)
                 del run, model, opt
-            del loader, resident, on_gpu
+            del loader, resident, on_gpu, side
             torch.cuda.empty_cache()
 
 
@@ -125,6 +147,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=None, help="loader workers on CUDA (default: min(12, cores))")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), help="architectures (default: all)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (default: off)")
+    p.add_argument("--no-cpu-loader", dest="cpu_loader", action="store_false",
+                   help="skip the CPU-worker loader columns on CUDA, the slowest part (default: run them)")
     args = p.parse_args()
     device = select_device(args.device)
     cuda = device.type == "cuda"

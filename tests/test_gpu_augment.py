@@ -228,11 +228,30 @@ def test_a_training_epoch_reads_from_the_device_only_after_its_last_step(arch):
     assert three.uploads - one.uploads == 2 * 2, (one.uploads, three.uploads)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: checks that no batch makes the CPU "
-                                                          "wait for the GPU")
-def test_device_batches_never_wait_for_the_gpu():
+def test_side_stream_is_ignored_off_cuda():
+    # CUDA streams exist only on CUDA: elsewhere the same batches come the plain way, not an error
+    images = smooth_images(6)
+
+    def epoch(side_stream: bool):
+        torch.manual_seed(0)
+        return list(DeviceBatches(images, torch.arange(6) % 2, 2, GpuAugment(S, MEAN, STD, erasing=0.5),
+                                  side_stream=side_stream))
+
+    plain, side = epoch(False), epoch(True)
+    assert len(plain) == len(side) == 3
+    assert all(torch.equal(x0, x1) and torch.equal(y0, y1) for (x0, y0), (x1, y1) in zip(plain, side))
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA streams and "
+                                                                    "torch's sync debug mode)")
+
+
+@needs_cuda
+@pytest.mark.parametrize("side_stream", [False, True])
+def test_device_batches_never_wait_for_the_gpu(side_stream):
     images = torch.randint(0, 256, (64, 3, S, S), dtype=torch.uint8, device="cuda")
-    batches = DeviceBatches(images, torch.arange(64) % 2, batch_size=16, augment=GpuAugment(S, MEAN, STD, erasing=0.5))
+    batches = DeviceBatches(images, torch.arange(64) % 2, batch_size=16,
+                            augment=GpuAugment(S, MEAN, STD, erasing=0.5), side_stream=side_stream)
     next(iter(batches))  # the first batch copies the constants to the GPU
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -242,3 +261,30 @@ def test_device_batches_never_wait_for_the_gpu():
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     assert torch.isfinite(x).all() and len(y) == 16
+
+
+@needs_cuda
+def test_side_stream_batches_equal_the_plain_ones_under_a_busy_consumer():
+    # The consumer's stream is kept busy (a long matrix product per batch, and memory freed and taken again,
+    # as a training step does): a batch handed over before its side-stream work finished, or its memory
+    # reused while the consumer still reads it, would show as a difference.
+    images = torch.randint(0, 256, (96, 3, S, S), dtype=torch.uint8, device="cuda")
+    labels = torch.arange(96) % 2
+    a = torch.randn(2048, 2048, device="cuda")
+
+    def epoch(side_stream: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        torch.manual_seed(0)
+        batches = DeviceBatches(images, labels, 8, GpuAugment(S, MEAN, STD, erasing=0.5), side_stream=side_stream)
+        seen = []
+        for x, y in batches:
+            for _ in range(4):
+                a.copy_((a @ a).tanh_())
+            seen.append((x.clone(), y.clone()))
+            del x, y
+        return seen
+
+    plain, side = epoch(False), epoch(True)
+    assert len(plain) == len(side) == 12
+    for (x0, y0), (x1, y1) in zip(plain, side):
+        assert torch.equal(y0, y1)
+        assert torch.equal(x0, x1)

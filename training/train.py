@@ -156,7 +156,10 @@ def make_loaders(args, model, images, samples, split, dist_info):
     if args.augment_on == "gpu":  # resolved from auto/cpu/gpu by augment_on_gpu in main
         train_loader = DeviceBatches(train_set.images.to(device), train_set.labels, args.batch_size,
                                      GpuAugment(model.image_size, model.mean, model.std,
-                                                erasing=args.random_erasing), sampler, drop_last)
+                                                erasing=args.random_erasing), sampler, drop_last,
+                                     # on an H100 the side stream cut ResNet18's data wait at batch 128 from
+                                     # 5-14% to 2-3%; with torch.compile it made it worse (benchmarks/README.md)
+                                     side_stream=not args.compile)
     else:
         train_loader = DataLoader(train_set, args.batch_size, shuffle=sampler is None, sampler=sampler,
                                   drop_last=drop_last, **kw)

@@ -153,19 +153,52 @@ class DeviceBatches:
     """Training batches from uint8 images held on the training device, augmented there (no loader workers).
 
     ``sampler`` is any index sampler (random, class-weighted, distributed); it defaults to a random order.
+    ``side_stream`` (CUDA only): augment the next batch on a second CUDA stream while the training step of
+    this one runs, so the augmentation's memory-bound kernels overlap the model's instead of queueing behind
+    them. The batches are the same either way (same parameters, same kernels).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, augment: GpuAugment,
-                 sampler: Sampler | None = None, drop_last: bool = True):
+                 sampler: Sampler | None = None, drop_last: bool = True, side_stream: bool = False):
         self.images, self.labels, self.augment = images, labels.to(images.device), augment
         self.sampler = sampler if sampler is not None else RandomSampler(range(len(labels)))
         self.batches = BatchSampler(self.sampler, batch_size, drop_last)
+        self.side_stream = side_stream and images.device.type == "cuda"
 
     def __len__(self) -> int:
         return len(self.batches)
 
+    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # pinned + non_blocking, like the parameters: no host wait on the copy
+        idx = GpuAugment.to_device(torch.as_tensor(idx), self.images.device)
+        return self.augment(self.images[idx]), self.labels[idx]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not self.side_stream:
+            for idx in self.batches:
+                yield self.batch(idx)
+            return
+        consumer = torch.cuda.current_stream(self.images.device)
+        side = torch.cuda.Stream(self.images.device)
+        side.wait_stream(consumer)  # the images and the augmentation's constants were made on the consumer's
+        ahead = None
         for idx in self.batches:
-            # pinned + non_blocking, like the parameters: no host wait on the copy
-            idx = GpuAugment.to_device(torch.as_tensor(idx), self.images.device)
-            yield self.augment(self.images[idx]), self.labels[idx]
+            with torch.cuda.stream(side):
+                batch = self.batch(idx)
+                made = torch.cuda.Event()
+                made.record(side)
+            if ahead is not None:
+                yield self._hand_over(*ahead, consumer)
+            ahead = batch, made
+        if ahead is not None:
+            yield self._hand_over(*ahead, consumer)
+
+    @staticmethod
+    def _hand_over(batch, made, consumer):
+        # wait for this batch only: the side stream already holds the next one's work
+        consumer.wait_event(made)
+        for t in batch:
+            # made on the side stream, used on the consumer's: the allocator must not reuse the memory
+            # before the consumer's work on it is done
+            t.record_stream(consumer)
+        return batch
