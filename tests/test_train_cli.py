@@ -250,3 +250,14 @@ def test_train_throughput_benchmark_prints_its_table():
     assert [r[1].strip() for r in rows] == ["0", "2"], out  # loader workers
     for _, _, images_per_s, wait in rows:
         assert float(images_per_s) > 0 and 0 <= float(wait.strip().rstrip("%")) <= 100, out
+
+
+def test_side_stream_ab_runs_training_and_refuses_another_mode(manifest_data, tmp_path):
+    # The A/B itself needs a CUDA GPU (benchmarks/README.md); here: the mode is taken off and the rest reaches
+    # training/train.py intact, so the script still runs when someone reruns the figures.
+    out = run_cli("benchmarks/side_stream_ab.py", "side", "--data", str(manifest_data), "--out", str(tmp_path / "ab"),
+                  "--arch", "resnet18", "--no-pretrained", "--image-size", "32", "--batch-size", "8",
+                  "--epochs", "1", "--skip-test", "--no-progress", "--augment-on", "cpu", check=True)
+    assert "epoch 1: train loss" in out.stderr and (tmp_path / "ab" / "model.safetensors").exists(), out.stderr[-2000:]
+    refused = run_cli("benchmarks/side_stream_ab.py", "fast", "--data", str(manifest_data))
+    assert refused.returncode != 0 and "plain" in refused.stderr and "side" in refused.stderr
