@@ -128,14 +128,12 @@ def _whole_number(value) -> int | None:
 def _looks_like_dicom(path: Path, data: bytes | None = None) -> bool:
     if path.suffix.lower() in {".dcm", ".dicom"}:
         return True
-    if data is not None:
-        return data[128:132] == b"DICM"
     try:
-        with open(path, "rb") as f:
+        with _open(path, data) as f:
             head = f.read(132)
     except OSError as exc:  # e.g. removed since load_image's stat (a concurrent request deleting its upload)
         raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc})") from None
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return head[128:132] == b"DICM"
 
 
 def _check_geometry(path: Path, width: int, height: int, max_pixels: int | None = None) -> None:
@@ -259,10 +257,10 @@ def _load_dicom(path: Path, max_pixels: int, frame: int = 1, data: bytes | None 
     except Exception as exc:
         raise ImageLoadError(path, f"DICOM pixel data cannot be decoded: {_decoder_hint(ds, exc)}") from None
     try:
-        where = _frame_position(ds, index)
+        position = _frame_position(ds, index)
     except Exception:  # a malformed Frame Content: the slice is still usable, only the note is lost
-        where = ""
-    info.update(_frame_note(frame, n_frames, where))
+        position = ""
+    info.update(_frame_note(frame, n_frames, position))
     samples = int(ds.get("SamplesPerPixel", 1))
     if samples == 3:
         return LoadedImage(_scale_high_depth(path, arr, info, 0.0, float(max(arr.max(), 1))), info, n_frames)
