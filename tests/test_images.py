@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hostile import (CASES, compressed_dicom, deflated_series, dicom_bytes, mr_8bit, mr_series, mr_small,
                      ramp_codestream, rle_series, write_case)
-from tumortrace.images import MAX_FILE_BYTES, ImageLoadError, LoadedImage, codestream_size, load_image
+from tumortrace.images import (MAX_FILE_BYTES, ImageLoadError, LoadedImage, codestream_size, load_frames,
+                               load_image)
 
 
 @pytest.mark.filterwarnings("ignore:Expected explicit VR")  # pydicom, on a file meta written in implicit VR
@@ -305,6 +306,68 @@ def test_a_chosen_frame_of_a_dicom_series_is_the_one_decoded(tmp_path, compress)
         np.testing.assert_allclose(f.pixels, np.clip((stored - lo) / (hi - lo), 0, 1), atol=1e-6)
 
 
+def _pages_tiff(path: Path) -> Path:
+    pages = [Image.fromarray(np.full((40, 60), v, np.uint8)) for v in (10, 200)] + [Image.new("L", (100, 100))]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["native", "rle", "enhanced", "tiff", "png"])
+def test_load_frames_gives_every_frame_as_load_image_does(tmp_path, kind, monkeypatch):
+    import tumortrace.images as images
+
+    path = tmp_path / ("x.tiff" if kind == "tiff" else "x.png" if kind == "png" else "x.dcm")
+    if kind == "tiff":
+        _pages_tiff(path)
+    elif kind == "png":
+        Image.fromarray(np.arange(32 * 40, dtype=np.uint16).reshape(32, 40).astype(np.uint8)).save(path)
+    else:
+        path.write_bytes({"native": _mr_series, "rle": lambda: _mr_series("1.2.840.10008.1.2.5"),
+                          "enhanced": lambda: _enhanced_mr(per_frame_window=(600, 1600))}[kind]())
+    one_by_one = []
+    frames = load_image(path).frames
+    for k in range(1, frames + 1):
+        one_by_one.append(load_image(path, frame=k))
+    parses, read_dicom = [], images._read_dicom
+    monkeypatch.setattr(images, "_read_dicom", lambda *a: parses.append(a) or read_dicom(*a))
+    all_at_once = list(load_frames(path))
+    assert len(all_at_once) == frames == (1 if kind == "png" else 3)
+    for a, b in zip(all_at_once, one_by_one):
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+        assert (a.info, a.frames) == (b.info, b.frames)
+    if kind in ("native", "rle", "tiff"):  # frames that differ: not the first again (pydicom caches one array)
+        assert len({a.pixels.tobytes() for a in all_at_once}) == 3
+    assert len(parses) == (0 if kind in ("tiff", "png") else 1)
+
+
+def test_load_frames_stops_at_a_frame_that_cannot_be_decoded(tmp_path):
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom_dataset_from(_mr_series("1.2.840.10008.1.2.5"))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=3))
+    ds.PixelData = encapsulate([frames[0], frames[1][:70], frames[2]])  # frame 2 cut short
+    path = tmp_path / "series.dcm"
+    path.write_bytes(dicom_bytes(ds))
+    got = []
+    with pytest.raises(ImageLoadError, match="cannot be decoded"):
+        for image in load_frames(path):
+            got.append(image)
+    assert len(got) == 1 and got[0].info["frame"] == "frame 1 of 3 used"
+    np.testing.assert_array_equal(got[0].pixels, load_image(path, frame=1).pixels)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR IS")  # pydicom, on a NumberOfFrames "abc"
+@pytest.mark.parametrize("name", ["empty.png", "no_pixels.dcm", "random_bytes.png", "frames_not_a_number.dcm",
+                                  "deflate_bomb.dcm", "jpeg_size_mismatch.dcm"])
+def test_load_frames_refuses_what_load_image_refuses(tmp_path, name):
+    path = write_case(tmp_path, name)
+    with pytest.raises(ImageLoadError) as expected:
+        load_image(path)
+    with pytest.raises(ImageLoadError) as got:
+        list(load_frames(path))
+    assert got.value.reason == expected.value.reason
+
+
 def test_a_chosen_frame_of_an_enhanced_mr_uses_its_own_functional_groups(tmp_path):
     path = tmp_path / "enhanced.dcm"
     path.write_bytes(_enhanced_mr(per_frame_window=(600, 1600), shared_window=(999, 10)))
@@ -333,9 +396,7 @@ def test_a_frame_number_is_a_whole_number_from_1(tmp_path, frame):
 
 
 def test_a_chosen_page_of_a_tiff_is_checked_at_its_own_size(tmp_path):
-    pages = [Image.fromarray(np.full((40, 60), v, np.uint8)) for v in (10, 200)] + [Image.new("L", (100, 100))]
-    path = tmp_path / "pages.tiff"
-    pages[0].save(path, save_all=True, append_images=pages[1:])
+    path = _pages_tiff(tmp_path / "pages.tiff")
     second = load_image(path, frame=2)
     assert second.pixels.shape == (40, 60) and np.allclose(second.pixels, 200 / 255)
     assert second.info["frame"] == "frame 2 of 3 used" and second.frames == 3

@@ -123,3 +123,13 @@ def test_ab_benchmark_compares_two_servers_running_at_once(trained_model, tmp_pa
     idle = next(l for l in lines if l.startswith("idle, 2 s after 3 s without requests: server CPU A "))
     a, b = (float(idle.split(f"{side} ")[1].split("%")[0]) for side in "AB")
     assert 0 <= a < 100 and 0 <= b < 100
+
+
+def test_frames_benchmark_reads_every_frame_both_ways():
+    proc = run_cli("benchmarks/frames.py", "--frames", "4", "--side", "64", "--rounds", "1", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [l for l in proc.stdout.splitlines() if l.startswith("| native |") or l.startswith("| RLE Lossless |")]
+    assert len(rows) == 2
+    for row in rows:
+        size, slow, fast, ratio = (float(c) for c in row.strip("|").split("|")[1:])
+        assert size > 0 and slow > 0 and fast > 0 and ratio > 0  # both ways read all 4 frames, or it exits 1

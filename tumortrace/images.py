@@ -13,6 +13,8 @@ import re
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,45 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, frame: int
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 1:
         raise ValueError(f"frame numbers are whole numbers from 1, not {frame!r}")
     frame = int(frame)
+    _check_file_size(path, data)
+    if _looks_like_dicom(path, data):
+        with _dicom_errors(path):
+            loaded = _dicom_frame(path, _dicom_with_pixels(path, data, max_pixels), frame)
+    else:
+        loaded = _load_pillow(path, max_pixels, frame, data)
+    _check_geometry(path, loaded.pixels.shape[1], loaded.pixels.shape[0])
+    return loaded
+
+
+def load_frames(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Iterator[LoadedImage]:
+    """Every frame of the file at ``path`` in order (one for a single-frame file), as :func:`load_image`
+    gives each, from one read of the file and, for DICOM, one parse: reading a 120-frame series frame by
+    frame with ``load_image`` re-reads and re-parses the whole file for each. A frame that cannot be
+    decoded raises its :class:`ImageLoadError` when it is reached, after the frames before it."""
+    path = Path(path)
+    _check_file_size(path, None)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc})") from None
+    if not _looks_like_dicom(path, data):
+        first = load_image(path, max_pixels, 1, data)
+        yield first
+        for frame in range(2, first.frames + 1):
+            yield load_image(path, max_pixels, frame, data)
+        return
+    with _dicom_errors(path):
+        ds = _dicom_with_pixels(path, data, max_pixels)
+        frames = _frame_count(ds)
+    del data  # the dataset holds what it needs
+    for frame in range(1, frames + 1):
+        with _dicom_errors(path):
+            loaded = _dicom_frame(path, ds, frame)
+        _check_geometry(path, loaded.pixels.shape[1], loaded.pixels.shape[0])
+        yield loaded
+
+
+def _check_file_size(path: Path, data: bytes | None) -> None:
     if data is not None:
         nbytes = len(data)
     else:
@@ -69,17 +110,18 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, frame: int
         raise ImageLoadError(path, "file is empty (0 bytes)")
     if nbytes > MAX_FILE_BYTES:
         raise ImageLoadError(path, f"file is {nbytes / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
-    if _looks_like_dicom(path, data):
-        try:
-            loaded = _load_dicom(path, max_pixels, frame, data)
-        except ImageLoadError:
-            raise
-        except Exception as exc:  # pydicom converts a value when it is first read: a malformed one raises there
-            raise ImageLoadError(path, f"DICOM file is damaged ({type(exc).__name__}: {exc})") from None
-    else:
-        loaded = _load_pillow(path, max_pixels, frame, data)
-    _check_geometry(path, loaded.pixels.shape[1], loaded.pixels.shape[0])
-    return loaded
+
+
+@contextmanager
+def _dicom_errors(path: Path):
+    """pydicom converts a value when it is first read, so a malformed one raises wherever that is: every
+    failure in reading a DICOM becomes an ImageLoadError naming the file."""
+    try:
+        yield
+    except ImageLoadError:
+        raise
+    except Exception as exc:
+        raise ImageLoadError(path, f"DICOM file is damaged ({type(exc).__name__}: {exc})") from None
 
 
 def _open(path: Path, data: bytes | None):
@@ -237,23 +279,33 @@ def _scale_high_depth(path: Path, arr: np.ndarray, info: dict, low: float | None
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _load_dicom(path: Path, max_pixels: int, frame: int = 1, data: bytes | None = None) -> LoadedImage:
-    from pydicom.pixels import apply_modality_lut
-
+def _dicom_with_pixels(path: Path, data: bytes | None, max_pixels: int):
+    """The file's dataset, once it is known to hold an image of an acceptable size."""
     ds = _read_dicom(path, data)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageLoadError(path, "DICOM file has no pixel data (not an image, e.g. a report or header only)")
+    _check_geometry(path, int(ds.get("Columns", 0)), int(ds.get("Rows", 0)), max_pixels)
+    return ds
+
+
+def _frame_count(ds) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def _dicom_frame(path: Path, ds, frame: int) -> LoadedImage:
+    """Frame ``frame`` (from 1) of a dataset from :func:`_dicom_with_pixels`, windowed to [0, 1]."""
+    from pydicom.pixels import apply_modality_lut, pixel_array
+
     info = {"format": "DICOM", "modality": str(ds.get("Modality", "unknown"))}
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    _check_geometry(path, cols, rows, max_pixels)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = _frame_count(ds)
     check_frame_number(path, frame, n_frames)
     index = frame - 1
     _check_compressed_frame_size(path, ds, n_frames, cols, rows, index)
     try:
-        if n_frames > 1:
-            ds.pixel_array_options(index=index)  # decode the slice shown, not a whole compressed series
-        arr = ds.pixel_array
+        # The slice shown, not a whole compressed series; not ds.pixel_array, which would hand
+        # load_frames its first frame again (pydicom caches it whatever the index asked for).
+        arr = pixel_array(ds, index=index if n_frames > 1 else None)
     except Exception as exc:
         raise ImageLoadError(path, f"DICOM pixel data cannot be decoded: {_decoder_hint(ds, exc)}") from None
     try:

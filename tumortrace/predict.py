@@ -12,7 +12,7 @@ import logging
 import sys
 
 from .checkpoint import ModelLoadError, load
-from .images import ImageLoadError, load_image
+from .images import ImageLoadError, load_frames, load_image
 from .inference import predict_image
 
 COLUMNS = ("file", "frame", "p_benign", "p_malignant", "decision", "threshold", "error")
@@ -50,20 +50,17 @@ def main(args: argparse.Namespace) -> int:
     writer.writerow(COLUMNS)
     failed = 0
     for f in args.files:
-        frame, last = (1, None) if args.frame == "all" else (args.frame, args.frame)
-        while last is None or frame <= last:
-            try:
-                image = load_image(f, frame=frame)
-            except ImageLoadError as exc:
-                failed += 1
-                print(f"error: {f}: {exc.reason}", file=sys.stderr)
-                writer.writerow([f, frame, "", "", "", "", exc.reason])
-                break
-            last = image.frames if last is None else last
-            pred = predict_image(loaded, image)
-            writer.writerow([f, frame, f"{pred.probabilities['benign']:.6f}", f"{pred.p_malignant:.6f}", pred.decision,
-                             f"{pred.threshold:.6f}", ""])
-            frame += 1
+        frame = args.frame if args.frame != "all" else 1
+        try:
+            for image in (load_frames(f) if args.frame == "all" else [load_image(f, frame=frame)]):
+                pred = predict_image(loaded, image)
+                writer.writerow([f, frame, f"{pred.probabilities['benign']:.6f}", f"{pred.p_malignant:.6f}",
+                                 pred.decision, f"{pred.threshold:.6f}", ""])
+                frame += 1
+        except ImageLoadError as exc:  # the rows of the frames before it stay
+            failed += 1
+            print(f"error: {f}: {exc.reason}", file=sys.stderr)
+            writer.writerow([f, frame, "", "", "", "", exc.reason])
     return 1 if failed else 0
 
 
