@@ -295,15 +295,18 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImag
     Choosing another frame of a multi-frame upload sends the same path again, whose file is gone: its bytes
     are in ``recent``."""
     key = f"{path.parent.name}/{path.name}"
-    outcome_key, bytes_key = f"{key} frame {frame}", f"{key} bytes"
+
+    def outcome_key(k: int) -> str:
+        return f"{key} frame {k}"
+    bytes_key = f"{key} bytes"
     try:
         data = path.read_bytes()
     except OSError as exc:
-        if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
+        if (earlier := _earlier_outcome(recent, outcome_key(frame), path)) is not None:
             return earlier
         data = recent.get(bytes_key)
         if data is None:
-            if isinstance(first := recent.get(f"{key} frame 1"), LoadedImage):
+            if isinstance(first := recent.get(outcome_key(1)), LoadedImage):
                 check_frame_number(path, frame, first.frames)
             raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload once "
                                        "it is decoded: upload the file again") from None
@@ -314,11 +317,11 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImag
     except ImageLoadError as exc:
         # Same key, same bytes, same decoding: what an identical upload got is this upload's outcome, whatever
         # failed here.
-        if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
+        if (earlier := _earlier_outcome(recent, outcome_key(frame), path)) is not None:
             return earlier
-        recent.put(outcome_key, ImageLoadError(path, exc.reason))  # without the traceback, whose frames hold pixels
+        recent.put(outcome_key(frame), ImageLoadError(path, exc.reason))  # without the traceback, whose frames hold pixels
         raise
-    recent.put(outcome_key, image)
+    recent.put(outcome_key(frame), image)
     if image.frames > 1:
         recent.put(bytes_key, data)
     return image
