@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +133,30 @@ def test_overlay_colours_are_opencvs_jet_exactly(shape):
     rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     for opacity in (0.0, 0.3, 1.0):
         np.testing.assert_array_equal(overlay(image, cam, opacity), cv2.addWeighted(heat, opacity, rgb, 1 - opacity, 0))
+
+
+@pytest.mark.parametrize("shape, size", [((7, 7), (224, 224)), ((5, 9), (160, 120)), ((7, 7), (7, 7))])
+def test_cam_post_processing_is_gradcams_bit_for_bit(shape, size):
+    """The CAM's min–max and resize are grad-cam's own scale_cam_image, copied: the same bits, near-zero maps too."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from tumortrace.cam import _normalise_like_gradcam
+
+    rng = np.random.default_rng(3)
+    maps = [rng.normal(0, 1, shape), rng.uniform(0, 1e-8, shape), np.zeros(shape), -rng.uniform(0, 1, shape),
+            rng.normal(0, 1e3, shape)]
+    for cam in (m.astype(np.float32) for m in maps):
+        reference = scale_cam_image(np.maximum(scale_cam_image(np.maximum(cam, 0)[None], size), 0))[0]
+        ours = _normalise_like_gradcam(cam, size)
+        assert ours.dtype == reference.dtype == np.float32 and ours.shape == reference.shape
+        np.testing.assert_array_equal(ours, reference)
+
+
+def test_the_app_does_not_import_grad_cam():
+    """grad-cam (with scikit-learn's decompositions) costs ~0.35 s of a cold start; only its method needs it."""
+    import subprocess
+    import sys
+    code = "import sys, app; print('pytorch_grad_cam' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

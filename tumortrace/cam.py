@@ -12,18 +12,28 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-from pytorch_grad_cam.utils.image import scale_cam_image
-
 from . import POSITIVE_INDEX
 from .models import TumorClassifier
 
 CAM_METHODS = ("fast-cam", "grad-cam")
 
 
+def _scale_like_gradcam(cam: np.ndarray, size_wh: tuple[int, int] | None = None) -> np.ndarray:
+    """pytorch-grad-cam's ``scale_cam_image`` for one 2-D map, the same operations in the same order (tested
+    bit-identical): min–max to [0, 1] with its 1e-7 epsilon, then a bilinear resize. Its own copy, so that
+    the app does not import grad-cam, which imports its every method and scikit-learn's decompositions
+    (0.35 s of a cold start; ``gradcam_reference`` still imports it, when it is asked for)."""
+    cam = cam - np.min(cam)
+    cam = cam / (1e-7 + np.max(cam))
+    if size_wh is not None:
+        cam = cv2.resize(np.float32(cam), size_wh)
+    return np.float32(cam)
+
+
 def _normalise_like_gradcam(cam_lowres: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """The exact post-processing of pytorch-grad-cam for one target layer (ReLU, scale+resize, scale)."""
-    scaled = scale_cam_image(np.maximum(cam_lowres, 0)[None], size_wh)
-    return scale_cam_image(np.maximum(scaled, 0))[0]
+    scaled = _scale_like_gradcam(np.maximum(cam_lowres, 0), size_wh)
+    return _scale_like_gradcam(np.maximum(scaled, 0))
 
 
 @torch.inference_mode()
