@@ -124,15 +124,19 @@ def test_gray_slices_stay_one_channel_for_display_with_the_same_pixels(shape):
 def test_overlay_colours_are_opencvs_jet_exactly(shape):
     """The overlay's own RGB colour table gives the same pixels as COLORMAP_JET + BGR→RGB, blended."""
     import cv2
+    from tumortrace.cam import _normalise_like_gradcam
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, shape, dtype=np.uint8)
-    cam = rng.uniform(-0.1, 1.1, (14, 14)).astype(np.float32)  # out of range too: clipped first
     h, w = shape[:2]
-    mask = np.clip(cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
-    heat = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    for opacity in (0.0, 0.3, 1.0):
-        np.testing.assert_array_equal(overlay(image, cam, opacity), cv2.addWeighted(heat, opacity, rgb, 1 - opacity, 0))
+    in_range = _normalise_like_gradcam(rng.normal(0, 1, (7, 7)).astype(np.float32), (224, 224))  # as the app's
+    out_of_range = rng.uniform(-0.1, 1.1, (14, 14)).astype(np.float32)  # clipped first
+    for cam in (in_range, out_of_range):
+        mask = np.clip(cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
+        heat = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+        for opacity in (0.0, 0.3, 1.0):
+            expected = cv2.addWeighted(heat, opacity, rgb, 1 - opacity, 0)
+            np.testing.assert_array_equal(overlay(image, cam, opacity), expected)
 
 
 @pytest.mark.parametrize("shape, size", [((7, 7), (224, 224)), ((5, 9), (160, 120)), ((7, 7), (7, 7))])

@@ -82,14 +82,18 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarr
     """
     h, w = rgb.shape[:2]
     opacity = float(np.clip(opacity, 0.0, 1.0))
-    mask = cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    np.clip(mask, 0, 1, out=mask)
+    cam = cam.astype(np.float32, copy=False)
+    mask = cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR)
+    if cam.min() < 0 or cam.max() > 1:
+        # A bilinear resize stays within its input's range, so a map in [0, 1] (every CAM here) needs no
+        # clip at full size.
+        np.clip(mask, 0, 1, out=mask)
     mask *= 255
     heat = cv2.applyColorMap(mask.astype(np.uint8), _JET_RGB)  # truncated to uint8, as grad-cam does
     image = rgb if rgb.dtype == np.uint8 else np.uint8(np.clip(rgb, 0, 1) * 255 + 0.5)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    return cv2.addWeighted(heat, opacity, image, 1.0 - opacity, 0.0)
+    return cv2.addWeighted(heat, opacity, image, 1.0 - opacity, 0.0, dst=heat)
 
 
 def peak_in_mask(cam: np.ndarray, lesion_mask: np.ndarray) -> bool:
