@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+
 from . import POSITIVE_INDEX
 from .models import TumorClassifier
 
