@@ -1,9 +1,8 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import run_cli
 from tumortrace.cam import gradcam_reference, overlay, peak_in_mask, predict_batch, predict_with_cam
 from tumortrace.models import ARCHS, PretrainedUnavailable, TumorClassifier, load_imagenet_trunk
 
@@ -157,10 +156,6 @@ def test_cam_post_processing_is_gradcams_bit_for_bit(shape, size):
 
 def test_the_app_does_not_import_grad_cam():
     """grad-cam (with scikit-learn's decompositions) costs ~0.35 s of a cold start; only its method needs it."""
-    import subprocess
-    import sys
-    code = "import sys, app; print('pytorch_grad_cam' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
-                         text=True, timeout=300)
+    out = run_cli("-c", "import sys, app; print('pytorch_grad_cam' in sys.modules)", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
