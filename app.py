@@ -29,7 +29,7 @@ import gradio as gr  # noqa: E402
 from gradio import queueing as gr_queueing  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__  # noqa: E402
+from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__, malloc  # noqa: E402
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
 from tumortrace.images import ImageLoadError, LoadedImage, check_frame_number, load_image  # noqa: E402
@@ -671,22 +671,6 @@ def threads_per_prediction(requested: int, concurrency: int, cores: int | None =
     return max(1, cores // concurrency)
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's per-thread malloc arenas (unless MALLOC_ARENA_MAX is set), before serving threads start.
-
-    Each request thread otherwise gets its own arena; decoding slices of varying sizes fragments them and
-    the server's memory drifts up (a 200 s soak: +53 MiB with the default, +24 MiB with 2 arenas;
-    benchmarks/README.md). Returns whether the cap was applied (False off glibc).
-    """
-    if "MALLOC_ARENA_MAX" in os.environ or sys.platform != "linux":
-        return False
-    import ctypes
-    try:
-        return ctypes.CDLL("libc.so.6").mallopt(-8, arenas) == 1  # -8 = M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
-
-
 def server_stack(demo: gr.Blocks) -> str:
     """The event loop and HTTP parser the running server uses, e.g. "uvloop event loop, httptools HTTP parser".
 
@@ -711,7 +695,7 @@ def launch(demo: gr.Blocks, **options) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    limit_malloc_arenas()
+    allocator = malloc.tune_for_serving()  # before any serving thread starts
     try:
         auth = credentials(args)
     except (OSError, ValueError) as exc:
@@ -733,9 +717,9 @@ def main(args: argparse.Namespace) -> int:
     if args.share and not demo.share_url:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)
-    log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s",
+    log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s; %s",
              len(registry.models), args.host, args.port, f" and {demo.share_url}" if demo.share_url else "",
-             args.concurrency, torch.get_num_threads(), server_stack(demo))
+             args.concurrency, torch.get_num_threads(), malloc.describe(allocator), server_stack(demo))
     try:
         demo.block_thread()
     finally:

@@ -3,7 +3,9 @@
     python benchmarks/inference.py [--threads 2] [--runs 50] [--weights weights] [--image examples/x.png]
 
 All figures are medians (p50) over --runs timed runs after warm-up, measured in this one run, so the
-ratios hold on a noisy machine even when the milliseconds do not. The last line is
+ratios hold on a noisy machine even when the milliseconds do not. The process uses the app's glibc malloc
+settings (tumortrace.malloc): with glibc's defaults some processes fault every forward pass's buffers in again
+and time ~1.3× slower than others. The last line is
 ``predict+cam/forward ratio: X.XX`` for the shipped model that is slowest as the app serves it (BatchNorm
 folded, TorchScript trunk): the app's path against a plain forward of that same served model.
 """
@@ -28,6 +30,7 @@ from tumortrace.checkpoint import load  # noqa: E402
 from tumortrace.fusion import fused_for_inference, is_scripted  # noqa: E402
 from tumortrace.images import load_image  # noqa: E402
 from tumortrace.inference import display_pixels  # noqa: E402
+from tumortrace.malloc import tune_for_serving  # noqa: E402
 from tumortrace.preprocess import model_input  # noqa: E402
 from tumortrace.scripted import script_trunk  # noqa: E402
 
@@ -176,11 +179,12 @@ def main() -> int:
     p.add_argument("--no-cold-start", action="store_true", help="skip the app cold-start measurement (default: run it)")
     args = p.parse_args()
 
+    malloc = "glibc malloc as the app sets it" if any(tune_for_serving().values()) else "malloc as found"
     image_path = args.image or sorted(p for p in (ROOT / "examples").glob("*.png"))[0]
     image = load_image(image_path)
     folders = sorted(f for f in args.weights.iterdir() if (f / "config.json").is_file())
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-          f"{args.runs} runs, image {image_path.name} {image.size[0]}×{image.size[1]}, {time.strftime('%Y-%m-%d')}")
+          f"{args.runs} runs, image {image_path.name} {image.size[0]}×{image.size[1]}, {malloc}, {time.strftime('%Y-%m-%d')}")
     gflops = matmul_gflops(args.threads)
     print(f"sustained fp32 matmul (2048²): {gflops:.1f} GFLOP/s")
     rows = []

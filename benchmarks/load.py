@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from apputil import client_files_in, new_client, running_app  # noqa: E402
 from hostile import CASES, write_case  # noqa: E402
+from tumortrace.malloc import tune_for_serving  # noqa: E402
 
 HOSTILE_MIX = ["random_bytes.png", "empty.png", "one_pixel.png", "truncated.png", "bomb.png", "page.html.png",
                "no_pixels.dcm", "float_nan.tiff", "extreme_aspect.png"]
@@ -79,7 +80,7 @@ def gradio_client(url: str, tls_context):
 
 
 def app_in_process(model: str) -> str:
-    """Serve the app from this process as `python app.py` does (malloc cap, torch threads, registry); its URL.
+    """Serve the app from this process as `python app.py` does (malloc settings, torch threads, registry); its URL.
 
     GRADIO_TEMP_DIR must be set before `app` is first imported."""
     import torch
@@ -88,7 +89,7 @@ def app_in_process(model: str) -> str:
     from apputil import free_port
     from tumortrace.registry import build_registry
 
-    app.limit_malloc_arenas()
+    tune_for_serving()
     torch.set_num_threads(app.threads_per_prediction(0, app.CONCURRENCY))
     port = free_port()
     app.launch(app.build_app(build_registry(model, None)), server_name="127.0.0.1", server_port=port, quiet=True)
@@ -336,6 +337,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tumortrace-load-"))
     hostile = [write_case(work, name) for name in HOSTILE_MIX] if args.hostile else []
     app_args = args.app_args.split()
+    tune_for_serving()  # the in-process baseline gets the app's allocator (else some processes fault on every run)
     predict_here = in_process_predictor(str(model), valid[0], "--no-fold-batchnorm" not in app_args,
                                         "--no-torchscript" not in app_args)
     baseline = in_process_ms(predict_here)

@@ -14,6 +14,7 @@ import sys
 from .checkpoint import ModelLoadError, load
 from .images import ImageLoadError, load_frames, load_image
 from .inference import predict_image
+from .malloc import tune_for_serving
 
 COLUMNS = ("file", "frame", "p_benign", "p_malignant", "decision", "threshold", "error")
 
@@ -41,6 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    tune_for_serving()  # a series of frames is many predictions
     try:
         loaded = load(args.model, args.revision, for_inference=True)
     except ModelLoadError as exc:
