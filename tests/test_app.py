@@ -35,7 +35,7 @@ def _predict(client, path, model_name, opacity=0.5):
 
 
 def test_predict_probabilities_overlay_provenance(app, manifest_data, trained_model, tmp_path):
-    url, _, _, name = app
+    url, proc, _, name = app
     src = sorted((manifest_data / "malignant" / "images").glob("*.png"))[0]
     wide = tmp_path / "wide slice.png"
     Image.open(src).resize((150, 60)).save(wide)  # non-square: the overlay must keep 5:2
@@ -55,6 +55,8 @@ def test_predict_probabilities_overlay_provenance(app, manifest_data, trained_mo
     assert "BatchNorm folded and a TorchScript trunk" in prov
     as_trained = predict_file(load_model(trained_model), wide)
     assert conf["malignant"] == pytest.approx(as_trained.p_malignant, abs=1e-4)
+    # The request threads ask for the threads the trunk was built with (set before loading; tumortrace.scripted).
+    assert "built for" not in proc.log_path.read_text()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

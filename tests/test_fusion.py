@@ -254,10 +254,30 @@ def test_where_nothing_is_fused_the_trunk_is_optimised_for_inference(model, monk
     with caplog.at_level(logging.INFO, logger="tumortrace.fusion"):
         served = fused_for_inference(model)
     assert is_scripted(served) and served.features.optimisation == "optimize_for_inference"
-    assert "optimize_for_inference (probabilities within" in caplog.text
+    assert "inputs, optimize_for_inference: " in caplog.text and "(probabilities within" in caplog.text
     x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(8))
     with torch.inference_mode():
         assert (served.features(x) - fused_for_inference(model, torchscript=False).features(x)).abs().max() <= 1e-4
+
+
+def test_the_trunk_records_its_threads_and_says_once_when_asked_for_others(model, caplog):
+    """Its fused kernels keep the thread count they were built with (timed in benchmarks/README.md), so a
+    caller asking for another is told once, in the log; the answer is the same."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        trunk = fused_for_inference(model).features
+        assert trunk.threads == 1 and trunk.description.endswith(", 1 torch thread")
+        x = torch.randn(trunk.shape, generator=torch.Generator().manual_seed(9))
+        with caplog.at_level(logging.WARNING, logger="tumortrace.scripted"), torch.inference_mode():
+            same = trunk(x)
+            assert "built for" not in caplog.text
+            torch.set_num_threads(2)
+            other = [trunk(x) for _ in range(3)]
+        assert caplog.text.count("built for 1 torch thread(s) and runs with that many, not the 2") == 1
+        assert all(torch.equal(o, same) for o in other)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("shipped", SHIPPED, ids=lambda p: p.name)

@@ -20,14 +20,22 @@ The trace is specialised to what the app's preprocessing produces (one S×S imag
 anything else (``grad-cam``'s backward pass, other sizes, batches) runs the eager trunk it was made from.
 The fuser's switch is process-wide: it is on only while the trunk is built and warmed up (the graph
 executor fuses on the first runs and keeps that plan), and is restored afterwards.
+
+The fused kernels keep the torch thread count they were built with: a ResNet18 trunk built at 1 thread took
+11.3 ms whether its caller then asked for 1 or 2 threads, and one built at 2 threads 6.6–6.8 ms either way
+(benchmarks/README.md). So the trunk records that count, and says so once, in the log, when it is run from a
+thread that asks for another: set the threads before loading, as the app and ``tumortrace.predict`` do.
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class ScriptedTrunk(nn.Module):
@@ -39,17 +47,25 @@ class ScriptedTrunk(nn.Module):
         self.eager, self.scripted = eager, scripted
         self.optimisation, self.fused_partitions = optimisation, fused_partitions
         self.shape, self.dtype, self.device = tuple(example.shape), example.dtype, example.device
+        self.threads = torch.get_num_threads()  # what its fused kernels were built for, and keep
+        self._told_threads = False
 
     @property
     def description(self) -> str:
-        """For the log, e.g. "oneDNN Graph fusion (18 fused partitions)"."""
-        return (f"{self.optimisation} ({self.fused_partitions} fused partitions)" if self.fused_partitions
-                else self.optimisation)
+        """For the log, e.g. "oneDNN Graph fusion: 18 fused partitions, 1 torch thread"."""
+        threads = f"{self.threads} torch thread{'s' if self.threads != 1 else ''}"
+        return (f"{self.optimisation}: {self.fused_partitions} fused partitions, {threads}" if self.fused_partitions
+                else f"{self.optimisation}: {threads}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (torch.is_grad_enabled() or tuple(x.shape) != self.shape or x.dtype != self.dtype
                 or x.device != self.device):
             return self.eager(x)
+        if not self._told_threads and torch.get_num_threads() != self.threads:
+            self._told_threads = True
+            log.warning("the served trunk was built for %d torch thread(s) and runs with that many, not the %d "
+                        "this thread asks for: set torch's threads before loading the model", self.threads,
+                        torch.get_num_threads())
         return self.scripted(x)
 
 
