@@ -21,10 +21,13 @@ anything else (``grad-cam``'s backward pass, other sizes, batches) runs the eage
 The fuser's switch is process-wide: it is on only while the trunk is built and warmed up (the graph
 executor fuses on the first runs and keeps that plan), and is restored afterwards.
 
-The fused kernels keep the torch thread count they were built with: a ResNet18 trunk built at 1 thread took
-11.3 ms whether its caller then asked for 1 or 2 threads, and one built at 2 threads 6.6–6.8 ms either way
-(benchmarks/README.md). So the trunk records that count, and says so once, in the log, when it is run from a
-thread that asks for another: set the threads before loading, as the app and ``tumortrace.predict`` do.
+The trunk is built for the torch thread count in force while it is built (its kernels are compiled then).
+Run at another count it gained nothing and was often much slower: a ResNet18 trunk built at 1 thread took
+11.3 ms on a worker thread asking for 2 threads as for 1, and 19–29 ms (against 10) on the thread that built
+it; built at 2 threads, 6.6–6.8 ms on a worker thread asking for 1, and 20–131 ms after switching back and
+forth on the thread that built it (benchmarks/README.md). So the trunk records the count, names it in the
+log, and says once when a thread asks for another: set the threads before loading, as the app and
+``tumortrace.predict`` do.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ class ScriptedTrunk(nn.Module):
         self.eager, self.scripted = eager, scripted
         self.optimisation, self.fused_partitions = optimisation, fused_partitions
         self.shape, self.dtype, self.device = tuple(example.shape), example.dtype, example.device
-        self.threads = torch.get_num_threads()  # what its fused kernels were built for, and keep
+        self.threads = torch.get_num_threads()  # what its kernels were compiled for
         self._told_threads = False
 
     @property
@@ -63,9 +66,9 @@ class ScriptedTrunk(nn.Module):
             return self.eager(x)
         if not self._told_threads and torch.get_num_threads() != self.threads:
             self._told_threads = True
-            log.warning("the served trunk was built for %d torch thread(s) and runs with that many, not the %d "
-                        "this thread asks for: set torch's threads before loading the model", self.threads,
-                        torch.get_num_threads())
+            log.warning("the served trunk was built for %d torch thread(s) and this thread asks for %d, which "
+                        "gains nothing and can be several times slower: set torch's threads before loading the "
+                        "model", self.threads, torch.get_num_threads())
         return self.scripted(x)
 
 
