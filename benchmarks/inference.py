@@ -30,7 +30,7 @@ from tumortrace.checkpoint import load  # noqa: E402
 from tumortrace.fusion import fused_for_inference, is_scripted  # noqa: E402
 from tumortrace.images import load_image  # noqa: E402
 from tumortrace.inference import display_pixels  # noqa: E402
-from tumortrace.malloc import tune_for_serving  # noqa: E402
+from tumortrace.malloc import describe, tune_for_serving  # noqa: E402
 from tumortrace.preprocess import model_input  # noqa: E402
 from tumortrace.scripted import script_trunk  # noqa: E402
 
@@ -179,12 +179,12 @@ def main() -> int:
     p.add_argument("--no-cold-start", action="store_true", help="skip the app cold-start measurement (default: run it)")
     args = p.parse_args()
 
-    malloc = "glibc malloc as the app sets it" if any(tune_for_serving().values()) else "malloc as found"
+    allocator = describe(tune_for_serving())  # as the app's log line says it
     image_path = args.image or sorted(p for p in (ROOT / "examples").glob("*.png"))[0]
     image = load_image(image_path)
     folders = sorted(f for f in args.weights.iterdir() if (f / "config.json").is_file())
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-          f"{args.runs} runs, image {image_path.name} {image.size[0]}×{image.size[1]}, {malloc}, {time.strftime('%Y-%m-%d')}")
+          f"{args.runs} runs, image {image_path.name} {image.size[0]}×{image.size[1]}, {allocator}, {time.strftime('%Y-%m-%d')}")
     gflops = matmul_gflops(args.threads)
     print(f"sustained fp32 matmul (2048²): {gflops:.1f} GFLOP/s")
     rows = []
