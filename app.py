@@ -290,41 +290,46 @@ def _earlier_outcome(recent: RecentUploads, key: str, path: Path) -> LoadedImage
 
 
 def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImage:
-    """Frame ``frame`` of an upload, whose file is read and deleted at once (no patient image stays on disk).
+    """Frame ``frame`` of an upload, whose file is deleted as soon as it is decoded (no patient image stays
+    on disk).
 
-    Choosing another frame of a multi-frame upload sends the same path again, whose file is gone: its bytes
-    are in ``recent``."""
+    The file goes only after the outcome is in ``recent``: an identical upload (same file) that finds it
+    gone then finds the outcome, where deleting it right after reading left a decode's length (~5 ms) in
+    which the other request could find neither ("cannot be opened", seen with 8 clients sending the same
+    examples). Choosing another frame of a multi-frame upload sends the same path again, whose file is
+    gone: its bytes are in ``recent``."""
     key = f"{path.parent.name}/{path.name}"
 
     def outcome_key(k: int) -> str:
         return f"{key} frame {k}"
     bytes_key = f"{key} bytes"
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        if (earlier := _earlier_outcome(recent, outcome_key(frame), path)) is not None:
-            return earlier
-        data = recent.get(bytes_key)
-        if data is None:
-            if isinstance(first := recent.get(outcome_key(1)), LoadedImage):
-                check_frame_number(path, frame, first.frames)
-            raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload once "
-                                       "it is decoded: upload the file again") from None
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            if (earlier := _earlier_outcome(recent, outcome_key(frame), path)) is not None:
+                return earlier
+            data = recent.get(bytes_key)
+            if data is None:
+                if isinstance(first := recent.get(outcome_key(1)), LoadedImage):
+                    check_frame_number(path, frame, first.frames)
+                raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload "
+                                           "once it is decoded: upload the file again") from None
+        try:
+            image = load_image(path, frame=frame, data=data)
+        except ImageLoadError as exc:
+            # Same key, same bytes, same decoding: what an identical upload got is this upload's outcome,
+            # whatever failed here.
+            if (earlier := _earlier_outcome(recent, outcome_key(frame), path)) is not None:
+                return earlier
+            recent.put(outcome_key(frame), ImageLoadError(path, exc.reason))  # without the traceback (pixels)
+            raise
+        recent.put(outcome_key(frame), image)
+        if image.frames > 1:
+            recent.put(bytes_key, data)
+        return image
     finally:
         _forget_upload(path)
-    try:
-        image = load_image(path, frame=frame, data=data)
-    except ImageLoadError as exc:
-        # Same key, same bytes, same decoding: what an identical upload got is this upload's outcome, whatever
-        # failed here.
-        if (earlier := _earlier_outcome(recent, outcome_key(frame), path)) is not None:
-            return earlier
-        recent.put(outcome_key(frame), ImageLoadError(path, exc.reason))  # without the traceback, whose frames hold pixels
-        raise
-    recent.put(outcome_key(frame), image)
-    if image.frames > 1:
-        recent.put(bytes_key, data)
-    return image
 
 
 # ---------------------------------------------------------------- text for the page

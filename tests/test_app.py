@@ -225,6 +225,41 @@ def test_recent_uploads_are_bounded_in_bytes_and_age(monkeypatch):
     assert recent.get("big") is None  # and nothing outlives the age limit
 
 
+def test_an_identical_upload_read_while_the_first_is_decoding_gets_the_image(tmp_path, monkeypatch):
+    """Two requests share one upload file: the second reads it while the first is still decoding. The file
+    must still be there (or the first's outcome already recorded), not gone with nothing recorded."""
+    import threading
+
+    import app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    recent = app.RecentUploads()
+    upload = tmp_path / "0123abcd" / "slice.png"
+    upload.parent.mkdir()
+    Image.fromarray(np.full((32, 32), 77, np.uint8)).save(upload)
+    real_load, decoding, finish = app.load_image, threading.Event(), threading.Event()
+
+    def first_decode_waits(path, *args, **kwargs):
+        if not decoding.is_set():
+            decoding.set()
+            assert finish.wait(30)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(app, "load_image", first_decode_waits)
+    first = {}
+    thread = threading.Thread(target=lambda: first.update(image=app.read_upload(upload, recent)))
+    thread.start()
+    try:
+        assert decoding.wait(30)  # the first request has read the file and is decoding it
+        second = app.read_upload(upload, recent)
+    finally:
+        finish.set()
+        thread.join(30)
+    assert second.pixels.shape == first["image"].pixels.shape == (32, 32)
+    assert np.array_equal(second.pixels, first["image"].pixels)
+    assert not upload.exists()
+
+
 def test_read_upload_answers_identical_uploads_alike_whenever_loading_fails(tmp_path, monkeypatch):
     """A concurrent identical request can delete the shared upload mid-read and a third can re-create it,
     so the file existing again must not stop the fallback; a file that cannot be used gets its own error."""
