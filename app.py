@@ -29,7 +29,7 @@ import gradio as gr  # noqa: E402
 from gradio import queueing as gr_queueing  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__, malloc  # noqa: E402
+from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__, malloc, server_hops  # noqa: E402
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
 from tumortrace.images import ImageLoadError, LoadedImage, check_frame_number, load_image  # noqa: E402
@@ -690,13 +690,15 @@ def server_stack(demo: gr.Blocks) -> str:
     return f"{loop} event loop, {http} HTTP parser"
 
 
-def launch(demo: gr.Blocks, **options) -> None:
-    """Start serving ``demo`` in the background (``demo.block_thread()`` waits), as the app always does.
+def launch(demo: gr.Blocks, **options) -> list[str]:
+    """Start serving ``demo`` in the background (``demo.block_thread()`` waits), as the app always does; what
+    ``tumortrace.server_hops`` applied to its server.
 
     Gradio's /monitoring endpoints are off: the app has no use for its traffic dashboard, which would
     otherwise be reachable without a login on a local app, and ServingQueue skips their summary."""
     demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, prevent_thread_lock=True, footer_links=["api"],
                 enable_monitoring=False, css=CSS, **options)
+    return server_hops.fewer_hops(demo.app)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -718,13 +720,14 @@ def main(args: argparse.Namespace) -> int:
     registry = build_registry(args.model, args.revision, fold_batchnorm=args.fold_batchnorm,
                               torchscript=args.torchscript)
     demo = build_app(registry, args.cam_method, args.concurrency)
-    launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=auth)
+    hops = launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=auth)
     if args.share and not demo.share_url:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)
-    log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s; %s",
+    log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s; %s; %s",
              len(registry.models), args.host, args.port, f" and {demo.share_url}" if demo.share_url else "",
-             args.concurrency, torch.get_num_threads(), malloc.describe(allocator), server_stack(demo))
+             args.concurrency, torch.get_num_threads(), malloc.describe(allocator), server_stack(demo),
+             server_hops.describe(hops))
     try:
         demo.block_thread()
     finally:
