@@ -1,7 +1,7 @@
 """A/B of two app servers running at the same time, so the machine's drift hits both alike.
 
     python benchmarks/ab.py --b-args="--no-torchscript" [--b-root ../old-checkout] [--b-env KEY=VALUE ...]
-                            [--pairs 100] [--clients 8 --seconds 20 --rounds 6] [--idle-seconds 10]
+                            [--pairs 100] [--clients 8 --seconds 20 --rounds 6] [--idle-seconds 10] [--b-first]
 
 A is `python app.py` of this checkout with --a-args; B is app.py of --b-root (default: this checkout) with
 --b-args, and --b-env added to its environment (e.g. PYTHONPATH=DIR to shadow an installed package). Whole
@@ -16,6 +16,10 @@ CPU time per request moved 79–100 ms between runs of the same code), so:
 
 Each server sits idle while the other is measured: ~0.3% of one core for this app, ~5% for one with
 Gradio's own queue loops (they poll every millisecond), which then costs the measured side a little.
+
+The server started second was 1–3% faster in A/A runs (same code both sides, one client: B/A 0.972 and
+0.990 with A started first, 1.008 and 1.011 with --b-first). For a one-client figure finer than that, run
+both orders and take the geometric mean of the two B/A ratios.
 """
 from __future__ import annotations
 
@@ -99,6 +103,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=6, help="phases per side, 0 = skip (default: 6)")
     p.add_argument("--idle-seconds", type=float, default=10,
                    help="then both servers' CPU while nobody uses them, over one window, 0 = skip (default: 10)")
+    p.add_argument("--b-first", action="store_true",
+                   help="start B's server before A's; the one started second was 1-3%% faster in A/A runs "
+                        "(default: A first)")
     args = p.parse_args()
 
     model = Path(args.model)
@@ -108,15 +115,18 @@ def main() -> int:
             tempfile.TemporaryDirectory(prefix="tumortrace-ab-clients-")))))
         servers = {}
         b_env = dict(item.split("=", 1) for item in args.b_env)
-        for side, root, extra, env in (("A", ROOT, args.a_args, {}), ("B", args.b_root.resolve(), args.b_args, b_env)):
+        sides = (("A", ROOT, args.a_args, {}), ("B", args.b_root.resolve(), args.b_args, b_env))
+        for side, root, extra, env in sides[::-1] if args.b_first else sides:
             temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"tumortrace-ab-{side}-")))
             servers[side] = stack.enter_context(running_app("--model", str(model), *extra.split(), temp_dir=temp,
                                                             root=root, env=env))
+        servers = {side: servers[side] for side in "AB"}  # A's column first whichever started first
         print(f"# A: {ROOT} {args.a_args or '(defaults)'}; B: {args.b_root} {args.b_args or '(defaults)'}"
-              f"{' ' + ' '.join(args.b_env) if args.b_env else ''}; model {model.name}")
+              f"{' ' + ' '.join(args.b_env) if args.b_env else ''}; model {model.name}; "
+              f"{'B' if args.b_first else 'A'}'s server started first")
         for side, (_, proc) in servers.items():
             line = serving_line(proc.log_path) or "(no serving line in the app's log)"
-            print(f"# {side} serves with: {line.rsplit('; ', 1)[-1]}")
+            print(f"# {side} serves with: {line.split(' each; ', 1)[-1]}")
         if args.pairs:
             pairs = one_client_pairs({k: url for k, (url, _) in servers.items()}, valid[0], model.name, args.pairs)
             print(f"one client, {args.pairs} alternating raw-HTTP pairs: A p50 {pairs['A_p50_ms']:.1f} ms, "

@@ -107,13 +107,14 @@ def test_ab_benchmark_compares_two_servers_running_at_once(trained_model, tmp_pa
     tmp, env = _private_tmp(tmp_path)
     proc = run_cli("benchmarks/ab.py", "--model", str(trained_model), "--b-args=--no-torchscript", "--pairs", "3",
                    "--clients", "2", "--seconds", "3", "--rounds", "1", "--b-env", f"PYTHONPATH={tmp_path}",
-                   "--idle-seconds", "2", timeout=600, env=env)
+                   "--idle-seconds", "2", "--b-first", timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert _left_in(tmp) == []
     lines = proc.stdout.splitlines()
-    assert lines[0].endswith(f"B: {ROOT} --no-torchscript PYTHONPATH={tmp_path}; model {trained_model.name}")
-    assert lines[1] == "# A serves with: uvloop event loop, httptools HTTP parser"
-    assert lines[2] == "# B serves with: asyncio event loop, h11 HTTP parser"
+    assert lines[0].endswith(f"B: {ROOT} --no-torchscript PYTHONPATH={tmp_path}; model {trained_model.name}; "
+                             "B's server started first")
+    assert lines[1].startswith("# A serves with: ") and "; uvloop event loop, httptools HTTP parser;" in lines[1]
+    assert lines[2].startswith("# B serves with: ") and "; asyncio event loop, h11 HTTP parser;" in lines[2]
     pair = next(l for l in lines if l.startswith("one client, 3 alternating raw-HTTP pairs"))
     assert float(pair.rsplit(" ", 1)[1]) > 0  # median per-pair B/A
     for side in "AB":
