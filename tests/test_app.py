@@ -196,6 +196,7 @@ def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
     assert "3 prediction(s) at once, 2 torch thread(s) each" in log, log[-2000:]
     # requirements.txt installs both; Gradio leaves the choice to uvicorn's "auto"
     assert "uvloop event loop, httptools HTTP parser" in log, log[-2000:]
+    assert "fewer thread hops: login check on the event loop, files read in 1 MiB chunks" in log, log[-2000:]
     import platform
     if platform.libc_ver()[0] == "glibc":  # tumortrace.malloc; tests/test_malloc.py for what each setting does
         assert "glibc malloc set for serving (arena_max, mmap_threshold, trim_threshold)" in log, log[-2000:]
