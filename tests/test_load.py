@@ -83,6 +83,19 @@ def test_server_threads_splits_the_servers_cpu_by_thread_group(trained_model, tm
     assert abs(loop + handlers + encoder + native - total) < 0.2
 
 
+def test_hops_benchmark_counts_what_goes_to_worker_threads(trained_model, tmp_path):
+    tmp, env = _private_tmp(tmp_path)
+    proc = run_cli("benchmarks/hops.py", "--model", str(trained_model), "--requests", "2", timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _left_in(tmp) == []
+    rows = {line.split("`")[1]: float(line.split("|")[1]) for line in proc.stdout.splitlines() if "| `" in line}
+    assert rows.get("build_app.<locals>.predict") == 1  # the handler: the one hop the app needs
+    assert not any("login_check" in name for name in rows), rows  # tumortrace.server_hops
+    assert rows.get("BufferedReader.read") == 2  # one read per image downloaded (two)
+    total = float(proc.stdout.splitlines()[-1].removeprefix("thread hops per prediction: "))
+    assert total == sum(rows.values())
+
+
 def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     weights = trained_model.parent
     proc = run_cli("benchmarks/inference.py", "--runs", "3", "--weights", str(weights), "--no-cold-start", timeout=600)

@@ -1,0 +1,78 @@
+"""Thread hops per prediction: what the server hands from its event loop to a worker thread and back.
+
+    python benchmarks/hops.py [--requests 20] [--model weights/NAME]
+
+Serves the app in this process as `python app.py` does (benchmarks/load.py's ``app_in_process``), sends
+one-client predictions over raw HTTP as a browser does (upload, call, event stream, two image downloads),
+and counts every ``anyio.to_thread.run_sync`` call during them by the function it runs. Each hop costs the
+event loop's CPU and a wait for a worker thread to wake, on the cores that also run the model.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path(tempfile.mkdtemp(prefix="tumortrace-hops-"))  # the app's files and the client's, removed at the end
+os.environ.setdefault("GRADIO_TEMP_DIR", str(WORK / "gradio"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def counting_hops(calls: list):
+    """Record each function handed to a worker thread (``functools.partial`` unwrapped), then run it."""
+    import anyio.to_thread
+
+    real = anyio.to_thread.run_sync
+
+    async def run_sync(func, *args, **kwargs):
+        inner = func.func if isinstance(func, functools.partial) else func
+        calls.append(getattr(inner, "__qualname__", type(inner).__name__))
+        return await real(func, *args, **kwargs)
+
+    anyio.to_thread.run_sync = run_sync
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--requests", type=int, default=20, help="predictions counted, after 3 of warm-up (default: 20)")
+    p.add_argument("--model", default=str(ROOT / "weights" / "efficientnet_lite0_busi"),
+                   help="model folder the app serves (default: weights/efficientnet_lite0_busi)")
+    from load import exit_after_in_process_run
+    exit_after_in_process_run(measure, p.parse_args(), WORK)
+
+
+def measure(args) -> int:
+    import httpx
+
+    from load import app_in_process, raw_http_request
+
+    calls: list[str] = []
+    counting_hops(calls)
+    url, name = app_in_process(args.model), Path(args.model).name
+    image = sorted((ROOT / "examples").glob("busi_*.png"))[0]
+    with httpx.Client(timeout=60) as http:
+        session = uuid.uuid4().hex
+        for _ in range(3):
+            raw_http_request(http, url, image, name, session_hash=session)
+        del calls[:]
+        for _ in range(args.requests):
+            raw_http_request(http, url, image, name, session_hash=session)
+    counts = collections.Counter(calls)
+    print(f"# model {name}; {args.requests} one-client predictions over raw HTTP ({image.name}); hops per request")
+    print("| hops | function run in a worker thread |\n|---|---|")
+    for function, n in counts.most_common():
+        print(f"| {n / args.requests:g} | `{function}` |")
+    print(f"thread hops per prediction: {sum(counts.values()) / args.requests:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
