@@ -3,7 +3,7 @@
 Every hop from the event loop to a worker thread and back costs the event loop's CPU and the wait for a
 worker to wake, on the 2 cores that also run the model. A lone prediction from a browser is five HTTP
 requests (upload, call, event stream, two image downloads), and in Gradio 6.31 with FastAPI 0.165 and
-Starlette 1.10 they made about twenty hops (py-spy, benchmarks/README.md), two kinds of which are avoidable:
+Starlette 1.10 they made 20.35 hops per prediction (``benchmarks/hops.py``), two kinds of them avoidable:
 
 - Gradio's ``login_check`` dependency is a plain ``def``, so FastAPI runs it in the thread pool on every
   route that has it (all but the static ones): a comparison and maybe an HTTP 401, in a worker thread.
@@ -42,7 +42,7 @@ def run_inline(*calls) -> bool:
     """Have FastAPI call these sync dependencies on the event loop (they must neither block nor take long).
 
     False, and nothing changed, where FastAPI's dependency solver no longer calls a module-level
-    ``run_in_threadpool`` (FastAPI ≥ 0.100 through 0.165 do)."""
+    ``run_in_threadpool`` (FastAPI 0.165, pinned in requirements.txt, does)."""
     global _original_run_in_threadpool
     import fastapi.dependencies.utils as solver
 
