@@ -50,14 +50,14 @@ log = logging.getLogger(__name__)
 class ScriptedTrunk(nn.Module):
     """The eager trunk with a frozen TorchScript copy for the one input shape it was traced at."""
 
+    memory_format = torch.channels_last  # the frozen copy's format: each input is converted to it
+
     def __init__(self, eager: nn.Module, scripted: torch.jit.ScriptModule, example: torch.Tensor,
-                 optimisation: str = "", fused_partitions: int = 0,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+                 optimisation: str = "", fused_partitions: int = 0):
         super().__init__()
         self.eager, self.scripted = eager, scripted
         self.optimisation, self.fused_partitions = optimisation, fused_partitions
         self.shape, self.dtype, self.device = tuple(example.shape), example.dtype, example.device
-        self.memory_format = memory_format  # the scripted copy's inputs are converted to it
         self.threads = torch.get_num_threads()  # what its kernels were compiled for
         self._told_threads = False
 
@@ -65,9 +65,7 @@ class ScriptedTrunk(nn.Module):
     def description(self) -> str:
         """For the log, e.g. "oneDNN Graph fusion: 18 fused partitions, channels-last, 1 torch thread"."""
         parts = [f"{self.fused_partitions} fused partitions"] if self.fused_partitions else []
-        if self.memory_format == torch.channels_last:
-            parts.append("channels-last")
-        parts.append(f"{self.threads} torch thread{'s' if self.threads != 1 else ''}")
+        parts += ["channels-last", f"{self.threads} torch thread{'s' if self.threads != 1 else ''}"]
         return f"{self.optimisation}: {', '.join(parts)}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +88,8 @@ def script_trunk(trunk: nn.Module, example: torch.Tensor, onednn_graph: bool = T
     models); it stays the eager path, its outputs the same within float rounding (~2e-5 relative).
 
     Raises whatever torch.jit raises; the caller decides what to serve instead."""
-    trunk = trunk.to(memory_format=torch.channels_last)
-    example = example.contiguous(memory_format=torch.channels_last)
+    trunk = trunk.to(memory_format=ScriptedTrunk.memory_format)
+    example = example.contiguous(memory_format=ScriptedTrunk.memory_format)
     with warnings.catch_warnings(), torch.no_grad():
         # TracerWarning: the "SAME" padding sizes become constants, which is what the shape guard is for.
         # FutureWarning: TorchScript's deprecation notice (see the module's docstring).
@@ -102,10 +100,10 @@ def script_trunk(trunk: nn.Module, example: torch.Tensor, onednn_graph: bool = T
                 _warm_up(scripted, example)
             groups = fused_groups(scripted, example)
             if groups:
-                return ScriptedTrunk(trunk, scripted, example, "oneDNN Graph fusion", groups, torch.channels_last)
+                return ScriptedTrunk(trunk, scripted, example, "oneDNN Graph fusion", groups)
         scripted = torch.jit.optimize_for_inference(_frozen(trunk, example))
         _warm_up(scripted, example)
-    return ScriptedTrunk(trunk, scripted, example, "optimize_for_inference", memory_format=torch.channels_last)
+    return ScriptedTrunk(trunk, scripted, example, "optimize_for_inference")
 
 
 def _frozen(trunk: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
