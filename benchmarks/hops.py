@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import os
 import sys
 import tempfile
@@ -26,20 +25,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def counting_hops(calls: list):
-    """Record each function handed to a worker thread (``functools.partial`` unwrapped), then run it."""
-    import anyio.to_thread
-
-    real = anyio.to_thread.run_sync
-
-    async def run_sync(func, *args, **kwargs):
-        inner = func.func if isinstance(func, functools.partial) else func
-        calls.append(getattr(inner, "__qualname__", type(inner).__name__))
-        return await real(func, *args, **kwargs)
-
-    anyio.to_thread.run_sync = run_sync
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=20, help="predictions counted, after 3 of warm-up (default: 20)")
@@ -52,13 +37,13 @@ def main() -> int:
 def measure(args) -> int:
     import httpx
 
+    from apputil import thread_hops_counted
     from load import app_in_process, raw_http_request
 
-    calls: list[str] = []
-    counting_hops(calls)
-    url, name = app_in_process(args.model), Path(args.model).name
-    image = sorted((ROOT / "examples").glob("busi_*.png"))[0]
-    with httpx.Client(timeout=60) as http:
+    name, image = Path(args.model).name, sorted((ROOT / "examples").glob("busi_*.png"))[0]
+    # Counting starts before Gradio is imported: its queue binds anyio's run_sync by name at import.
+    with thread_hops_counted() as calls, httpx.Client(timeout=60) as http:
+        url = app_in_process(args.model)
         session = uuid.uuid4().hex
         for _ in range(3):
             raw_http_request(http, url, image, name, session_hash=session)

@@ -1,6 +1,7 @@
 """Start the real app (python app.py) on a free port and wait until it answers."""
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -18,6 +19,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def thread_hops_counted():
+    """The name of every function the server in this process hands from its event loop to a worker thread
+    (``anyio.to_thread.run_sync``, ``functools.partial`` unwrapped) while the block runs, in order. Gradio's
+    queue binds ``run_sync`` by name when it is imported: its own hops count only if gradio is imported inside
+    the block (benchmarks/hops.py); Starlette's and FastAPI's always do."""
+    import anyio.to_thread
+
+    calls, real = [], anyio.to_thread.run_sync
+
+    async def run_sync(func, *args, **kwargs):
+        inner = func.func if isinstance(func, functools.partial) else func
+        calls.append(getattr(inner, "__qualname__", type(inner).__name__))
+        return await real(func, *args, **kwargs)
+
+    anyio.to_thread.run_sync = run_sync
+    try:
+        yield calls
+    finally:
+        anyio.to_thread.run_sync = real
 
 
 @contextmanager
