@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 FILE_CHUNK_BYTES = 2**20
 _inline = weakref.WeakSet()  # sync dependencies FastAPI calls on the event loop instead of in a thread
-_original_run_in_threadpool = None
+_solver_wrapped = False  # FastAPI's run_in_threadpool replaced by one that knows _inline (once a process)
 
 
 def gradio_login_checks(app) -> set:
@@ -43,14 +43,13 @@ def run_inline(*calls) -> bool:
 
     False, and nothing changed, where FastAPI's dependency solver no longer calls a module-level
     ``run_in_threadpool`` (FastAPI 0.165, pinned in requirements.txt, does)."""
-    global _original_run_in_threadpool
+    global _solver_wrapped
     import fastapi.dependencies.utils as solver
 
-    if _original_run_in_threadpool is None:
+    if not _solver_wrapped:
         original = getattr(solver, "run_in_threadpool", None)
         if original is None or "run_in_threadpool" not in solver.solve_dependencies.__code__.co_names:
             return False
-        _original_run_in_threadpool = original
 
         async def run_in_threadpool(func, *args, **kwargs):
             if func in _inline:
@@ -58,6 +57,7 @@ def run_inline(*calls) -> bool:
             return await original(func, *args, **kwargs)
 
         solver.run_in_threadpool = run_in_threadpool
+        _solver_wrapped = True
     _inline.update(calls)
     return True
 
