@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +35,6 @@ from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
 from tumortrace.images import ImageLoadError, LoadedImage, check_frame_number, load_image  # noqa: E402
 from tumortrace.inference import Prediction, display_pixels, predict_image  # noqa: E402
-from tumortrace.metrics import binary_metrics  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
 
 log = logging.getLogger("tumortrace.app")
@@ -387,6 +387,8 @@ def metrics_markdown(evaluation: dict | None) -> str:
 def threshold_markdown(evaluation: dict | None, threshold: float) -> str:
     if not evaluation or not evaluation.get("per_image"):
         return "No per-image test probabilities shipped with this model."
+    from tumortrace.metrics import binary_metrics  # imported once the server is up: see main()
+
     y = [CLASSES.index(r["label"]) for r in evaluation["per_image"]]
     p = [r["p_malignant"] for r in evaluation["per_image"]]
     m = binary_metrics(y, p, threshold)
@@ -676,6 +678,19 @@ def threads_per_prediction(requested: int, concurrency: int, cores: int | None =
     return max(1, cores // concurrency)
 
 
+def import_after_start(module: str) -> threading.Thread:
+    """Import ``module`` on a thread of its own once the server is up, rather than before it serves.
+
+    For scikit-learn (``tumortrace.metrics``): ~0.7 s of imports, a seventh of the app's cold start when it
+    was imported with the app. Imported beside the model loading instead it saved nothing: both hold the GIL
+    most of the time. A handler that needs the module before it is ready waits on Python's import lock.
+    """
+    import importlib
+    thread = threading.Thread(target=importlib.import_module, args=(module,), name=f"import-{module}", daemon=True)
+    thread.start()
+    return thread
+
+
 def server_stack(demo: gr.Blocks) -> str:
     """The event loop and HTTP parser the running server uses, e.g. "uvloop event loop, httptools HTTP parser".
 
@@ -721,6 +736,7 @@ def main(args: argparse.Namespace) -> int:
                               torchscript=args.torchscript)
     demo = build_app(registry, args.cam_method, args.concurrency)
     hops = launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=auth)
+    import_after_start("tumortrace.metrics")  # scikit-learn, for the threshold table of a page's first view
     if args.share and not demo.share_url:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)

@@ -77,7 +77,8 @@ def forward_flops(model, x) -> float:
 
 
 def cold_start_s() -> float:
-    """A new process: import the app (torch, gradio) and load every shipped model."""
+    """A new process: import the app (torch, gradio) and load every shipped model, i.e. until it can serve
+    (scikit-learn, for the threshold table, is imported after that: ``app.import_after_start``)."""
     code = ("import time; t=time.perf_counter(); import app; from tumortrace.registry import build_registry; "
             "r=build_registry(); assert r.models, r.errors; print(time.perf_counter()-t)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -154,8 +154,13 @@ def test_cam_post_processing_is_gradcams_bit_for_bit(shape, size):
         np.testing.assert_array_equal(ours, reference)
 
 
-def test_the_app_does_not_import_grad_cam():
-    """grad-cam (with scikit-learn's decompositions) costs ~0.35 s of a cold start; only its method needs it."""
-    out = run_cli("-c", "import sys, app; print('pytorch_grad_cam' in sys.modules)", timeout=300)
+def test_the_app_imports_neither_grad_cam_nor_scikit_learn_with_itself():
+    """grad-cam (with scikit-learn's decompositions) costs ~0.35 s of a cold start and only its method needs it;
+    scikit-learn's metrics (~0.7 s) are imported by main() on a thread of their own once the server is up."""
+    code = ("import sys, app; print('pytorch_grad_cam' in sys.modules, 'sklearn' in sys.modules); "
+            "app.import_after_start('tumortrace.metrics').join(); print('sklearn.metrics' in sys.modules); "
+            "print(app.threshold_markdown({'per_image': [{'label': 'malignant', 'p_malignant': 0.9}, "
+            "{'label': 'benign', 'p_malignant': 0.2}]}, 0.5).splitlines()[-1])")
+    out = run_cli("-c", code, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert out.stdout.strip().splitlines()[-3:] == ["False False", "True", "TP 1 · FN 0 · FP 0 · TN 1"]
