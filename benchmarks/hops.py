@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
-import sys
-import tempfile
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-WORK = Path(tempfile.mkdtemp(prefix="tumortrace-hops-"))  # the app's files and the client's, removed at the end
-os.environ.setdefault("GRADIO_TEMP_DIR", str(WORK / "gradio"))
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))
+from serve_here import ROOT, work_folder  # before anything imports Gradio
+
+WORK = work_folder("hops")  # the app's files and the clients', removed at the end
 
 
 def main() -> int:

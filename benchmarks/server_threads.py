@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-WORK = Path(tempfile.mkdtemp(prefix="tumortrace-threads-"))  # the app's files and the clients', removed at the end
-os.environ.setdefault("GRADIO_TEMP_DIR", str(WORK / "gradio"))
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))
+from serve_here import ROOT, work_folder  # before anything imports Gradio
+
+WORK = work_folder("threads")  # the app's files and the clients', removed at the end
 
 EVENT_LOOP, HANDLERS, ENCODER, NATIVE, CLIENTS = ("event loop (uvicorn + Gradio)", "handlers (AnyIO workers)",
                                                   "slice PNG encoder", "no Python name (torch/OpenMP)",
