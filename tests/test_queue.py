@@ -1,4 +1,5 @@
 """The app's Gradio queue: the same dispatch as Gradio's, no polling while idle, no per-event traffic summary."""
+import asyncio
 import logging
 import threading
 import time
@@ -8,6 +9,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 import app  # noqa: E402
 from apputil import free_port  # noqa: E402
+from tumortrace import gradio_queue  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +32,21 @@ def served(monkeypatch):
     """A one-function app served by WakeOnWorkQueue, whose look-anyway timeout is made 60 s (a wake-up the queue
     missed would hold a request for a minute instead of a second), and whose finished jobs take 1.5 s to clean
     up after giving their slot back."""
-    monkeypatch.setattr(app.WakeOnWorkQueue, "LOOK_ANYWAY_S", 60)
-    monkeypatch.setattr(app.WakeOnWorkQueue, "POLL_AFTER_WORK_S", 0.05)  # less than a job
-    real_reset = app.WakeOnWorkQueue.reset_iterators
+    monkeypatch.setattr(gradio_queue.WakeOnWorkQueue, "LOOK_ANYWAY_S", 60)
+    monkeypatch.setattr(gradio_queue.WakeOnWorkQueue, "POLL_AFTER_WORK_S", 0.05)  # less than a job
+    real_reset = gradio_queue.WakeOnWorkQueue.reset_iterators
 
     async def slow_clean_up(self, event_id):  # Gradio awaits this after a job gives its slot back
-        await app.asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)
         return await real_reset(self, event_id)
 
-    monkeypatch.setattr(app.WakeOnWorkQueue, "reset_iterators", slow_clean_up)
+    monkeypatch.setattr(gradio_queue.WakeOnWorkQueue, "reset_iterators", slow_clean_up)
     looks = []
-    real_len = app.WakeOnWorkQueue.__len__
-    monkeypatch.setattr(app.WakeOnWorkQueue, "__len__", lambda self: looks.append(1) or real_len(self))
+    real_len = gradio_queue.WakeOnWorkQueue.__len__
+    monkeypatch.setattr(gradio_queue.WakeOnWorkQueue, "__len__", lambda self: looks.append(1) or real_len(self))
     started = []
     demo = _doubler_app(0.3, started)
-    assert app.serving_queue(demo) is app.WakeOnWorkQueue
+    assert gradio_queue.serving_queue(demo) is gradio_queue.WakeOnWorkQueue
     port = free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
@@ -93,9 +95,9 @@ def test_idle_queue_stops_looking_and_wakes_for_each_request_and_freed_slot(serv
 
 def test_a_relaunched_app_still_dispatches_after_going_idle(monkeypatch):
     """Each launch runs the queue's loops in a new event loop; the previous launch's events must not be reused."""
-    monkeypatch.setattr(app.WakeOnWorkQueue, "POLL_AFTER_WORK_S", 0.05)
+    monkeypatch.setattr(gradio_queue.WakeOnWorkQueue, "POLL_AFTER_WORK_S", 0.05)
     demo = _doubler_app(0, [])
-    app.serving_queue(demo)
+    gradio_queue.serving_queue(demo)
     for x in (1, 2):
         port = free_port()
         app.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True)
@@ -110,7 +112,7 @@ def test_a_relaunched_app_still_dispatches_after_going_idle(monkeypatch):
 
 def test_summary_for_the_monitoring_endpoints_only_when_they_are_on():
     demo = _doubler_app(0, [])
-    app.serving_queue(demo)
+    gradio_queue.serving_queue(demo)
     queue = demo._queue
     records = [{"time": 0.0, "status": "success", "process_time": 0.1, "function": "double", "session_hash": "s"}]
     queue.events_recorded = 1
@@ -122,14 +124,14 @@ def test_summary_for_the_monitoring_endpoints_only_when_they_are_on():
 
 
 def test_a_changed_gradio_loop_keeps_gradios_own_loudly(monkeypatch, caplog):
-    monkeypatch.setattr(app, "gradio_loops_digest", lambda: "something else")
+    monkeypatch.setattr(gradio_queue, "gradio_loops_digest", lambda: "something else")
     demo = _doubler_app(0, [])
-    with caplog.at_level(logging.WARNING, logger="tumortrace.app"):
-        assert app.serving_queue(demo) is app.ServingQueue
-    assert type(demo._queue) is app.ServingQueue
+    with caplog.at_level(logging.WARNING, logger="tumortrace.gradio_queue"):
+        assert gradio_queue.serving_queue(demo) is gradio_queue.ServingQueue
+    assert type(demo._queue) is gradio_queue.ServingQueue
     assert "keeping Gradio's own, which poll every millisecond" in caplog.text
 
 
 def test_the_copied_loops_are_gradios_installed_ones():
     """WakeOnWorkQueue copies two of Gradio's loops; this Gradio must be the one they came from (requirements.txt)."""
-    assert app.gradio_loops_digest() == app.WakeOnWorkQueue.GRADIO_LOOPS_SHA256
+    assert gradio_queue.gradio_loops_digest() == gradio_queue.WakeOnWorkQueue.GRADIO_LOOPS_SHA256
