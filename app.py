@@ -29,9 +29,9 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__, malloc, server_hops  # noqa: E402
-from tumortrace.gradio_queue import serving_queue  # noqa: E402
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
+from tumortrace.gradio_queue import serving_queue  # noqa: E402
 from tumortrace.images import ImageLoadError, LoadedImage, check_frame_number, load_image  # noqa: E402
 from tumortrace.inference import Prediction, display_pixels, predict_image  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
