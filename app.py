@@ -516,9 +516,9 @@ def threads_per_prediction(requested: int, concurrency: int, cores: int | None =
 def import_after_start(module: str) -> threading.Thread:
     """Import ``module`` on a thread of its own once the server is up, rather than before it serves.
 
-    For scikit-learn (``tumortrace.metrics``): ~0.7 s of imports, a seventh of the app's cold start when it
-    was imported with the app. Imported beside the model loading instead it saved nothing: both hold the GIL
-    most of the time. A handler that needs the module before it is ready waits on Python's import lock.
+    For scikit-learn (``tumortrace.metrics``, ~0.7 s of imports): the cold start to serving went from 5.36 to
+    4.85 s (benchmarks/README.md). Imported beside the model loading instead it saved nothing: both hold the
+    GIL most of the time. A handler that needs the module before it is ready waits on Python's import lock.
     """
     import importlib
     thread = threading.Thread(target=importlib.import_module, args=(module,), name=f"import-{module}", daemon=True)
