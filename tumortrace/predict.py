@@ -50,11 +50,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     writer = csv.writer(sys.stdout)
     writer.writerow(COLUMNS)
-    failed = 0
+    failed, every_frame = 0, args.frame == "all"
     for f in args.files:
-        frame = args.frame if args.frame != "all" else 1
+        frame = 1 if every_frame else args.frame
         try:
-            for image in (load_frames(f) if args.frame == "all" else [load_image(f, frame=frame)]):
+            for image in (load_frames(f) if every_frame else [load_image(f, frame=frame)]):
                 pred = predict_image(loaded, image)
                 writer.writerow([f, frame, f"{pred.probabilities['benign']:.6f}", f"{pred.p_malignant:.6f}",
                                  pred.decision, f"{pred.threshold:.6f}", ""])
