@@ -101,6 +101,22 @@ def test_grayscale_cache_resize_equals_three_channel_resize():
     assert torch.equal(resized_uint8(gray, 32), (three.clamp(0, 1) * 255).round().to(torch.uint8))
 
 
+@pytest.mark.parametrize("shape", [(588, 766), (37, 501), (64, 64), (1, 1), (90, 70, 3), (33, 200, 4)])
+def test_model_input_is_the_cached_form_normalised_bit_for_bit(shape):
+    """The app's input (straight from float) is what training and evaluation feed: the uint8 cache, normalised."""
+    from torchvision.transforms.v2 import functional as TF
+    from tumortrace.preprocess import IMAGENET_MEAN, IMAGENET_STD, model_input, normalize, resized_uint8, to_rgb_float
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.uniform(-0.05, 1.05, shape).astype(np.float32)  # out of range too: clamped the same
+    pixels[0, 0] = 0.5 / 255  # exactly half a level: rounded the same way
+    for size, mean, std in ((160, IMAGENET_MEAN, IMAGENET_STD), (224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))):
+        cached = resized_uint8(pixels, size)
+        assert torch.equal(model_input(pixels, size, mean, std), normalize(cached, mean, std).unsqueeze(0))
+        # and the cached form is still torchvision's resize of the RGB image, as when the models were trained
+        rgb = torch.from_numpy(to_rgb_float(pixels)).permute(2, 0, 1)
+        assert torch.equal(cached, (TF.resize(rgb, [size, size], antialias=True).clamp(0, 1) * 255).round().to(torch.uint8))
+
+
 @pytest.mark.parametrize("shape", [(300, 200), (1500, 900)])  # the second is shrunk for display
 def test_gray_slices_stay_one_channel_for_display_with_the_same_pixels(shape):
     from tumortrace.images import LoadedImage

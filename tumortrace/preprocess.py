@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,17 +22,25 @@ def to_rgb_float(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels[..., :3], dtype=np.float32)
 
 
-def resized_uint8(pixels: np.ndarray, image_size: int) -> torch.Tensor:
-    """The cached form of an image: uint8 3×S×S, antialiased resize (aspect not kept, as in training).
-
-    Grayscale is resized as one channel and then replicated: the same result at a third of the cost.
-    """
+def _resized_levels(pixels: np.ndarray, image_size: int) -> torch.Tensor:
+    """C×S×S float holding the cached form's integer levels 0..255 (C = 1 for grayscale, else 3): an
+    antialiased bilinear resize (aspect not kept, as in training), clamped, ×255, rounded."""
     if pixels.ndim == 2:
         chw = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None]
     else:
         chw = torch.from_numpy(to_rgb_float(pixels)).permute(2, 0, 1)
-    chw = TF.resize(chw, [image_size, image_size], antialias=True)
-    out = (chw.clamp(0, 1) * 255).round().to(torch.uint8)
+    # torchvision's resize of a float tensor is this call (tested equal), without its dispatch.
+    chw = F.interpolate(chw[None], size=(image_size, image_size), mode="bilinear", align_corners=False,
+                        antialias=True)[0]
+    return chw.clamp_(0, 1).mul_(255).round_()
+
+
+def resized_uint8(pixels: np.ndarray, image_size: int) -> torch.Tensor:
+    """The cached form of an image: uint8 3×S×S.
+
+    Grayscale is resized as one channel and then replicated: the same result at a third of the cost.
+    """
+    out = _resized_levels(pixels, image_size).to(torch.uint8)
     return out.expand(3, -1, -1).contiguous() if out.shape[0] == 1 else out
 
 
@@ -44,8 +52,13 @@ def normalize(batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[fl
 
 
 def model_input(pixels: np.ndarray, image_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """One image → a 1×3×S×S tensor ready for the model."""
-    return normalize(resized_uint8(pixels, image_size), mean, std).unsqueeze(0)
+    """One image → a 1×3×S×S tensor ready for the model: ``normalize(resized_uint8(...))`` bit for bit
+    (tested), without the round trip through uint8 and the replicated channels, which the normalisation's
+    broadcasting makes (0.95 → 0.72 ms for a 766×588 slice right after a forward pass)."""
+    levels = _resized_levels(pixels, image_size).div_(255)
+    m = torch.tensor(mean, dtype=levels.dtype).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=levels.dtype).view(-1, 1, 1)
+    return ((levels - m) / s).unsqueeze(0)
 
 
 ERASE_SCALE, ERASE_RATIO = (0.02, 0.33), (0.3, 3.3)  # torchvision's RandomErasing defaults
