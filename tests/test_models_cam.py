@@ -136,8 +136,8 @@ def test_gray_slices_stay_one_channel_for_display_with_the_same_pixels(shape):
 
 
 @pytest.mark.parametrize("shape", [(588, 766), (40, 30, 3)])
-def test_overlay_colours_are_opencvs_jet_exactly(shape):
-    """The overlay's own RGB colour table gives the same pixels as COLORMAP_JET + BGR→RGB, blended."""
+def test_overlay_is_opencvs_jet_blended_within_one_level(shape):
+    """JET from OpenCV (BGR → RGB), blended with ``addWeighted``: within one level, exact at opacity 0 and 1."""
     import cv2
     from tumortrace.cam import _normalise_like_gradcam
     rng = np.random.default_rng(2)
@@ -149,9 +149,26 @@ def test_overlay_colours_are_opencvs_jet_exactly(shape):
     for cam in (in_range, out_of_range):
         mask = np.clip(cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
         heat = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-        for opacity in (0.0, 0.3, 1.0):
+        for opacity in (0.0, 0.3, 0.45, 1.0):
             expected = cv2.addWeighted(heat, opacity, rgb, 1 - opacity, 0)
-            np.testing.assert_array_equal(overlay(image, cam, opacity), expected)
+            ours = overlay(image, cam, opacity)
+            assert ours.shape == expected.shape and ours.dtype == np.uint8
+            difference = np.abs(ours.astype(int) - expected).max()
+            assert difference == 0 if opacity in (0.0, 1.0) else difference <= 1, (opacity, difference)
+
+
+def test_overlay_blend_is_within_one_level_for_every_pair_of_levels():
+    import cv2
+    level = np.arange(256, dtype=np.uint8)
+    gray = np.repeat(level[:, None], 256, axis=1)  # row: the image's level
+    cam = np.repeat((level[None, :] + np.float32(0.5)) / np.float32(255), 256, axis=0)  # column: the map's level
+    heat = cv2.cvtColor(cv2.applyColorMap(np.repeat(level[None, :], 256, axis=0), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(np.uint8(255 * cam), np.repeat(level[None, :], 256, axis=0))  # the map reaches each level
+    differences = []
+    for opacity in np.linspace(0, 1, 21):
+        expected = cv2.addWeighted(heat, opacity, cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB), 1 - opacity, 0)
+        differences.append(np.abs(overlay(gray, cam, opacity).astype(int) - expected).max())
+    assert max(differences) == 1 and differences[0] == differences[-1] == 0
 
 
 @pytest.mark.parametrize("shape, size", [((7, 7), (224, 224)), ((5, 9), (160, 120)), ((7, 7), (7, 7))])

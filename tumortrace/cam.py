@@ -9,6 +9,8 @@ fallback for other heads and methods.
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -71,15 +73,26 @@ _JET_RGB = np.ascontiguousarray(
     cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[..., ::-1])  # 256×1×3
 
 
+@functools.lru_cache(maxsize=32)
+def _blend_tables(opacity: float) -> tuple[np.ndarray, np.ndarray]:
+    """The blend's two terms as colour tables: JET × opacity (256×1×3) and gray × (1 − opacity) (256), each
+    rounded to a level."""
+    heat = np.rint(_JET_RGB * opacity).astype(np.uint8)
+    image = np.rint(np.arange(256) * (1.0 - opacity)).astype(np.uint8)
+    return heat, image
+
+
 def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarray:
     """Heat map over the image at the image's own size (aspect kept).
 
     rgb: H×W×3 or H×W (grayscale) uint8, or float in [0,1].
 
-    The same JET colouring and weighting as grad-cam's ``show_cam_on_image``, blended in uint8 (about 5×
-    faster on a large slice); it skips that function's final rescale by the blend's maximum. The colour
-    table is JET in RGB order, built once: ``COLORMAP_JET`` rebuilds its table on every call and gives BGR
-    (the same pixels, 2.0 → 1.4 ms for a 766×588 slice).
+    The same JET colouring (``COLORMAP_JET`` in RGB order, of the map truncated to a level, as grad-cam's
+    ``show_cam_on_image``) and weighting, without that function's final rescale by the blend's maximum.
+    Each term of the blend is looked up in a table of its rounded values and the two are added, which is
+    within one level of blending exactly (``cv2.addWeighted``; tested on every pair of levels) and exact at
+    opacity 0 and 1. A 766×588 slice right after a forward pass: 1.47 → 1.15 ms; the app then sends it as
+    a JPEG, which moves pixels by more than that.
     """
     h, w = rgb.shape[:2]
     opacity = float(np.clip(opacity, 0.0, 1.0))
@@ -90,11 +103,13 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarr
         # clip at full size.
         np.clip(mask, 0, 1, out=mask)
     mask *= 255
-    heat = cv2.applyColorMap(mask.astype(np.uint8), _JET_RGB)  # truncated to uint8, as grad-cam does
+    heat_table, image_table = _blend_tables(opacity)
+    heat = cv2.applyColorMap(mask.astype(np.uint8), heat_table)  # truncated to uint8, as grad-cam does
     image = rgb if rgb.dtype == np.uint8 else np.uint8(np.clip(rgb, 0, 1) * 255 + 0.5)
+    image = cv2.LUT(image, image_table)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    return cv2.addWeighted(heat, opacity, image, 1.0 - opacity, 0.0, dst=heat)
+    return cv2.add(heat, image, dst=heat)
 
 
 def peak_in_mask(cam: np.ndarray, lesion_mask: np.ndarray) -> bool:
