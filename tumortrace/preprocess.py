@@ -4,6 +4,7 @@ pixels (float [0,1], gray or RGB) → uint8 3×S×S (the cached form) → float,
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,10 +45,16 @@ def resized_uint8(pixels: np.ndarray, image_size: int) -> torch.Tensor:
     return out.expand(3, -1, -1).contiguous() if out.shape[0] == 1 else out
 
 
+@functools.lru_cache(maxsize=16)
+def _mean_std(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """3×1×1 float32 tensors, made once per model (never written to: shared by every request)."""
+    return (torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1),
+            torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
+
+
 def normalize(batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     x = batch_uint8.float().div_(255)
-    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
+    m, s = _mean_std(tuple(mean), tuple(std))
     return (x - m) / s
 
 
@@ -55,10 +62,8 @@ def model_input(pixels: np.ndarray, image_size: int, mean: Sequence[float], std:
     """One image → a 1×3×S×S tensor ready for the model: ``normalize(resized_uint8(...))`` bit for bit
     (tested), without the round trip through uint8 and the replicated channels, which the normalisation's
     broadcasting makes (0.95 → 0.72 ms for a 766×588 slice right after a forward pass)."""
-    levels = _resized_levels(pixels, image_size).div_(255)
-    m = torch.tensor(mean, dtype=levels.dtype).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=levels.dtype).view(-1, 1, 1)
-    return ((levels - m) / s).unsqueeze(0)
+    m, s = _mean_std(tuple(mean), tuple(std))
+    return ((_resized_levels(pixels, image_size).div_(255) - m) / s).unsqueeze(0)
 
 
 ERASE_SCALE, ERASE_RATIO = (0.02, 0.33), (0.3, 3.3)  # torchvision's RandomErasing defaults
