@@ -37,6 +37,18 @@ def test_a_sync_dependency_run_inline_runs_on_the_event_loop_and_others_still_ho
     assert seen["other"] != seen["loop"]  # the control: a plain sync dependency still runs in the thread pool
 
 
+def test_where_gradio_or_starlette_changed_nothing_is_applied_and_the_log_says_so(monkeypatch, caplog):
+    from fastapi import FastAPI
+    from starlette.responses import FileResponse
+
+    monkeypatch.delattr(FileResponse, "chunk_size")  # a Starlette that reads files some other way
+    with caplog.at_level("WARNING", logger="tumortrace.server_hops"):
+        applied = server_hops.fewer_hops(FastAPI())  # an app without Gradio's login check
+    assert applied == [] and server_hops.describe(applied) == "Gradio's thread hops as they are"
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "login check was not found" in warned and "FileResponse has no integer chunk_size" in warned
+
+
 @pytest.fixture
 def hops():
     with thread_hops_counted() as calls:

@@ -88,6 +88,9 @@ def fewer_hops(app) -> list[str]:
                     "changed: it stays in the thread pool")
     if read_files_in_one_chunk():
         applied.append(f"files read in {FILE_CHUNK_BYTES // 2**20} MiB chunks")
+    else:
+        log.warning("Starlette's FileResponse has no integer chunk_size any more: files are read in its own "
+                    "chunks, one thread hop each")
     return applied
 
 
