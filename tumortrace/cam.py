@@ -79,6 +79,7 @@ def _blend_tables(opacity: float) -> tuple[np.ndarray, np.ndarray]:
     rounded to a level."""
     heat = np.rint(_JET_RGB * opacity).astype(np.uint8)
     image = np.rint(np.arange(256) * (1.0 - opacity)).astype(np.uint8)
+    heat.flags.writeable = image.flags.writeable = False  # shared by every request
     return heat, image
 
 
