@@ -52,18 +52,22 @@ def _mean_std(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Te
             torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
 
 
-def normalize(batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    x = batch_uint8.float().div_(255)
+def _standardised(levels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Float levels 0..255 (…×C×S×S, C = 1 broadcast to 3) → ImageNet-style normalised: the one formula
+    that training, evaluation and the app share."""
     m, s = _mean_std(tuple(mean), tuple(std))
-    return (x - m) / s
+    return (levels.div_(255) - m) / s
+
+
+def normalize(batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    return _standardised(batch_uint8.float(), mean, std)
 
 
 def model_input(pixels: np.ndarray, image_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """One image → a 1×3×S×S tensor ready for the model: ``normalize(resized_uint8(...))`` bit for bit
     (tested), without the round trip through uint8 and the replicated channels, which the normalisation's
     broadcasting makes (0.95 → 0.72 ms for a 766×588 slice right after a forward pass)."""
-    m, s = _mean_std(tuple(mean), tuple(std))
-    return ((_resized_levels(pixels, image_size).div_(255) - m) / s).unsqueeze(0)
+    return _standardised(_resized_levels(pixels, image_size), mean, std).unsqueeze(0)
 
 
 ERASE_SCALE, ERASE_RATIO = (0.02, 0.33), (0.3, 3.3)  # torchvision's RandomErasing defaults
