@@ -25,6 +25,11 @@ _OWN_TEMP_DIR = None
 if "GRADIO_TEMP_DIR" not in os.environ:
     _OWN_TEMP_DIR = os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="tumortrace-gradio-")
 
+from tumortrace import openmp  # noqa: E402
+
+# Before torch is imported, which loads libgomp: its idle threads spin briefly after a parallel region.
+_OPENMP_SPIN = openmp.shorten_spin()
+
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -575,10 +580,10 @@ def main(args: argparse.Namespace) -> int:
     if args.share and not demo.share_url:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)
-    log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s; %s; %s",
-             len(registry.models), args.host, args.port, f" and {demo.share_url}" if demo.share_url else "",
-             args.concurrency, torch.get_num_threads(), malloc.describe(allocator), server_stack(demo),
-             server_hops.describe(hops))
+    log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s; %s; "
+             "%s; %s", len(registry.models), args.host, args.port, f" and {demo.share_url}" if demo.share_url else "",
+             args.concurrency, torch.get_num_threads(), openmp.describe(_OPENMP_SPIN), malloc.describe(allocator),
+             server_stack(demo), server_hops.describe(hops))
     try:
         demo.block_thread()
     finally:

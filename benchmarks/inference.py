@@ -3,9 +3,9 @@
     python benchmarks/inference.py [--threads 2] [--runs 50] [--weights weights] [--image examples/x.png]
 
 All figures are medians (p50) over --runs timed runs after warm-up, measured in this one run, so the
-ratios hold on a noisy machine even when the milliseconds do not. The process uses the app's glibc malloc
-settings (tumortrace.malloc): with glibc's defaults some processes fault every forward pass's buffers in again
-and time ~1.3× slower than others. The last line is
+ratios hold on a noisy machine even when the milliseconds do not. The process uses the app's OpenMP spin
+(tumortrace.openmp) and glibc malloc settings (tumortrace.malloc): with glibc's defaults some processes
+fault every forward pass's buffers in again and time ~1.3× slower than others. The last line is
 ``predict+cam/forward ratio: X.XX`` for the shipped model that is slowest as the app serves it (BatchNorm
 folded, TorchScript trunk): the app's path against a plain forward of that same served model.
 """
@@ -20,10 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tumortrace import openmp  # noqa: E402
+
+SPIN = openmp.shorten_spin()  # as the app does: before torch loads libgomp
+
+import torch  # noqa: E402
 
 from tumortrace.cam import gradcam_reference, overlay, predict_with_cam  # noqa: E402
 from tumortrace.checkpoint import load  # noqa: E402
@@ -185,7 +189,8 @@ def main() -> int:
     image = load_image(image_path)
     folders = sorted(f for f in args.weights.iterdir() if (f / "config.json").is_file())
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-          f"{args.runs} runs, image {image_path.name} {image.size[0]}×{image.size[1]}, {allocator}, {time.strftime('%Y-%m-%d')}")
+          f"{args.runs} runs, image {image_path.name} {image.size[0]}×{image.size[1]}, {allocator}, "
+          f"{openmp.describe(SPIN)}, {time.strftime('%Y-%m-%d')}")
     gflops = matmul_gflops(args.threads)
     print(f"sustained fp32 matmul (2048²): {gflops:.1f} GFLOP/s")
     rows = []

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from apputil import client_files_in, new_client, running_app  # noqa: E402
 from hostile import CASES, write_case  # noqa: E402
+from tumortrace import openmp  # noqa: E402
 from tumortrace.malloc import tune_for_serving  # noqa: E402
 
 HOSTILE_MIX = ["random_bytes.png", "empty.png", "one_pixel.png", "truncated.png", "bomb.png", "page.html.png",
@@ -38,7 +40,10 @@ HOSTILE_MIX = ["random_bytes.png", "empty.png", "one_pixel.png", "truncated.png"
 
 def in_process_predictor(model: str, image: Path, fold_batchnorm: bool = True, torchscript: bool = True):
     """A function that runs the app's model path once in this process (load, predict, CAM, overlay)."""
+    spin = openmp.shorten_spin()  # as the app: before torch loads libgomp, which reads it then
     import torch
+    if spin:
+        del os.environ["GOMP_SPINCOUNT"]  # the app this script starts sets its own
 
     from tumortrace.cam import overlay
     from tumortrace.checkpoint import load
@@ -83,9 +88,8 @@ def app_in_process(model: str) -> str:
     """Serve the app from this process as `python app.py` does (malloc settings, torch threads, registry); its URL.
 
     GRADIO_TEMP_DIR must be set before `app` is first imported."""
+    import app  # before torch: its OpenMP setting (tumortrace.openmp)
     import torch
-
-    import app
     from apputil import free_port
     from tumortrace.registry import build_registry
 
@@ -100,7 +104,6 @@ def exit_after_in_process_run(measure, args, work: Path) -> None:
     """For a script that serves the app in its own process (``work`` holding its GRADIO_TEMP_DIR): run
     ``measure(args)`` with gradio_client's files in ``work`` too, remove ``work``, and exit with the code
     measure returns; the Gradio server's threads would otherwise keep the process alive."""
-    import os
     import shutil
 
     try:

@@ -2,6 +2,7 @@
 import hashlib
 import io
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -197,6 +198,10 @@ def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
     # requirements.txt installs both; Gradio leaves the choice to uvicorn's "auto"
     assert "uvloop event loop, httptools HTTP parser" in log, log[-2000:]
     assert "fewer thread hops: login check on the event loop, files read in 1 MiB chunks" in log, log[-2000:]
+    from tumortrace import openmp  # the app inherits this process's environment
+    given = [name for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if name in os.environ]
+    assert (f"OpenMP spin as the environment sets it ({given[0]}=" if given
+            else f"OpenMP idle threads spin {openmp.SPIN_COUNT} times before sleeping") in log, log[-2000:]
     import platform
     if platform.libc_ver()[0] == "glibc":  # tumortrace.malloc; tests/test_malloc.py for what each setting does
         assert "glibc malloc set for serving (arena_max, mmap_threshold, trim_threshold)" in log, log[-2000:]

@@ -1,0 +1,88 @@
+"""tumortrace.openmp: the OpenMP spin of a serving process, set before torch loads libgomp (each case that
+loads torch in a fresh process: libgomp reads its environment once)."""
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import run_cli
+
+FOREVER = 10**11  # spins: far longer than any sleep below
+
+# A fresh process, with the operator's settings removed: shorten_spin before or after torch is imported, then
+# how long the OpenMP workers spin after a parallel region while the caller sleeps 50 ms.
+SPIN = """
+import json, os, sys
+for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+    os.environ.pop(name, None)
+from tumortrace import openmp
+loaded_first = openmp.libgomp_loaded()
+if sys.argv[1] == "before":
+    applied = openmp.shorten_spin(int(sys.argv[2]))
+    import torch
+else:
+    import torch
+    applied = openmp.shorten_spin(int(sys.argv[2]))
+torch.set_num_threads(2)
+print(json.dumps({"loaded_first": loaded_first, "applied": applied, "variable": os.environ.get("GOMP_SPINCOUNT"),
+                  "loaded": openmp.libgomp_loaded(), "burnt_ms": openmp.idle_worker_cpu_ms(samples=5)}))
+"""
+
+needs_libgomp = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2,
+    reason="torch's Linux wheels use libgomp, whose spinning worker needs a second core to be seen")
+
+
+def _spin(when: str, count: int) -> dict:
+    return json.loads(run_cli("-c", SPIN, when, str(count), check=True).stdout.splitlines()[-1])
+
+
+@needs_libgomp
+def test_the_spin_reaches_libgomp_when_set_before_torch_is_imported():
+    before = _spin("before", FOREVER)
+    assert before["loaded_first"] is False and before["loaded"] is True
+    assert before["applied"] is True and before["variable"] == str(FOREVER)
+    assert before["burnt_ms"] > 25, before  # the worker spun through the caller's 50 ms sleep
+    after = _spin("after", FOREVER)
+    assert after["applied"] is False and after["variable"] is None  # too late: libgomp read its environment
+    # libgomp's own default spins ~0.4–4.5 ms on the CI-class machines (benchmarks/openmp_spin.py)
+    assert after["burnt_ms"] < 25, after
+
+
+def test_the_operators_setting_is_left_alone(monkeypatch):
+    from tumortrace import openmp
+
+    monkeypatch.setattr(openmp, "libgomp_loaded", lambda: False)  # as before torch is imported
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert openmp.shorten_spin() is False and "GOMP_SPINCOUNT" not in os.environ
+    assert openmp.describe(False) == "OpenMP spin as the environment sets it (OMP_WAIT_POLICY=passive)"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "123")
+    assert openmp.shorten_spin() is False and os.environ["GOMP_SPINCOUNT"] == "123"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    assert openmp.shorten_spin() is True and os.environ["GOMP_SPINCOUNT"] == str(openmp.SPIN_COUNT)
+    assert openmp.describe(True) == f"OpenMP idle threads spin {openmp.SPIN_COUNT} times before sleeping"
+
+
+def test_nothing_is_set_once_libgomp_is_loaded(monkeypatch):
+    import torch  # noqa: F401  (loads libgomp on Linux)
+
+    from tumortrace import openmp
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    if sys.platform.startswith("linux"):
+        assert openmp.libgomp_loaded()
+    assert openmp.shorten_spin() is False and "GOMP_SPINCOUNT" not in os.environ
+    assert openmp.describe(False) == "OpenMP spin left as found"
+
+
+def test_the_app_sets_it_before_it_imports_torch():
+    code = ("import json, os\n"
+            "for name in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY'): os.environ.pop(name, None)\n"
+            "import app, torch\n"
+            "from tumortrace import openmp\n"
+            "print(json.dumps([app._OPENMP_SPIN, os.environ.get('GOMP_SPINCOUNT'), openmp.SPIN_COUNT]))")
+    applied, variable, count = json.loads(run_cli("-c", code, check=True).stdout.splitlines()[-1])
+    assert applied is True and variable == str(count)

@@ -1,0 +1,71 @@
+"""How long torch's idle OpenMP threads spin, for a process that serves predictions (the app, the benchmarks).
+
+Torch's CPU kernels run on libgomp's thread team. When a parallel region ends, each worker thread spins,
+waiting for the next one, for ``GOMP_SPINCOUNT`` iterations before it sleeps: 300,000 by default, about
+4 ms on the CI-class machines here (benchmarks/openmp_spin.py). Inside a forward pass that keeps the next
+layer's start cheap. After the forward, though, the CAM, the overlay and the next request's decoding run
+on the calling thread alone while the worker burns the other core: on these 2-vCPU virtual machines that
+made every numpy and OpenCV step after a forward slower (the JET lookup 0.31 against 0.18 ms), and the whole
+predict + CAM + overlay of EfficientNet-Lite0 1.31–1.33× its forward against 1.28–1.30× with a short spin,
+the forward itself no slower (benchmarks/README.md). ``SPIN_COUNT`` spins ~0.3 ms here; spinning not at all
+(``OMP_WAIT_POLICY=passive``) made the forward 10–15% slower.
+
+libgomp reads its environment once, when it is loaded (with ``import torch``), so :func:`shorten_spin` must
+run before that. A setting the operator's environment gives (``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``)
+is left as it is. Only predictions on more than one torch thread are affected: the app's default of one
+thread per prediction (two at once on two cores) has no worker threads to spin.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+SPIN_COUNT = 20_000
+_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+
+
+def libgomp_loaded() -> bool:
+    """Is a libgomp mapped into this process already (Linux; elsewhere: has torch been imported)?"""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line for line in maps)
+    except OSError:
+        return "torch" in sys.modules
+
+
+def shorten_spin(spin_count: int = SPIN_COUNT) -> bool:
+    """Set ``GOMP_SPINCOUNT`` for the libgomp that torch will load. Returns whether it was set: not when the
+    environment sets the spin already, nor once a libgomp is loaded (it would not read it)."""
+    if any(name in os.environ for name in _VARIABLES) or libgomp_loaded():
+        return False
+    os.environ["GOMP_SPINCOUNT"] = str(spin_count)
+    return True
+
+
+def describe(applied: bool) -> str:
+    """For the log: what :func:`shorten_spin` did."""
+    if applied:
+        return f"OpenMP idle threads spin {os.environ['GOMP_SPINCOUNT']} times before sleeping"
+    given = [f"{name}={os.environ[name]}" for name in _VARIABLES if name in os.environ]
+    return f"OpenMP spin as the environment sets it ({', '.join(given)})" if given else "OpenMP spin left as found"
+
+
+def idle_worker_cpu_ms(samples: int = 20, sleep_s: float = 0.05) -> float:
+    """How long torch's OpenMP workers spin after a parallel region: the CPU time this process burns beyond
+    the calling thread's while the caller sleeps ``sleep_s`` after a 512² matmul (median of ``samples``).
+    At most ``sleep_s`` per worker; about 0 for workers that sleep at once."""
+    import torch
+
+    a = torch.randn(512, 512)
+    for _ in range(5):
+        a @ a
+    burnt = []
+    for _ in range(samples):
+        a @ a
+        process, caller = time.process_time(), time.thread_time()
+        time.sleep(sleep_s)
+        # max: the two clocks are read microseconds apart, so a worker that slept at once can come out below 0
+        burnt.append(max(0.0, (time.process_time() - process) - (time.thread_time() - caller)))
+    return statistics.median(burnt) * 1e3
