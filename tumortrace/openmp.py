@@ -1,13 +1,14 @@
 """How long torch's idle OpenMP threads spin, for a process that serves predictions (the app, the benchmarks).
 
 Torch's CPU kernels run on libgomp's thread team. When a parallel region ends, each worker thread spins,
-waiting for the next one, for ``GOMP_SPINCOUNT`` iterations before it sleeps: 300,000 by default, about
-4 ms on the CI-class machines here (benchmarks/openmp_spin.py). Inside a forward pass that keeps the next
-layer's start cheap. After the forward, though, the CAM, the overlay and the next request's decoding run
-on the calling thread alone while the worker burns the other core: on these 2-vCPU virtual machines that
-made every numpy and OpenCV step after a forward slower (the JET lookup 0.31 against 0.18 ms), and the whole
-predict + CAM + overlay of EfficientNet-Lite0 1.31–1.33× its forward against 1.28–1.30× with a short spin,
-the forward itself no slower (benchmarks/README.md). ``SPIN_COUNT`` spins ~0.3 ms here; spinning not at all
+waiting for the next one, for ``GOMP_SPINCOUNT`` iterations before it sleeps: 300,000 by default, 0.4–4.5 ms
+on the CI-class machines here (``benchmarks/openmp_spin.py``). Inside a forward pass that keeps the next
+layer's start cheap. After the forward, though, the CAM, the overlay and the next request's decoding run on
+the calling thread alone while the worker burns the other core, and on these 2-vCPU virtual machines that
+made the numpy and OpenCV steps after a forward slower (the JET lookup 0.31 against 0.18 ms, ad hoc).
+Predict + CAM + overlay against a plain forward, the two alternating: EfficientNet-Lite0 1.40–1.42× with
+libgomp's default against 1.34–1.38× with ``SPIN_COUNT``, ResNet18 1.30–1.33× against 1.27–1.30×, the
+forward no slower (benchmarks/README.md). ``SPIN_COUNT`` spins at most ~0.3 ms here; not spinning at all
 (``OMP_WAIT_POLICY=passive``) made the forward 10–15% slower.
 
 libgomp reads its environment once, when it is loaded (with ``import torch``), so :func:`shorten_spin` must
