@@ -1,6 +1,6 @@
 """libgomp's spin after a parallel region, and what it costs the app's path: its default against the app's.
 
-    python benchmarks/openmp_spin.py [--rounds 3] [--runs 50] [--threads 2]
+    python benchmarks/openmp_spin.py [--rounds 3] [--runs 50] [--threads 2] [--weights weights]
 
 libgomp reads GOMP_SPINCOUNT once, when torch loads it, so each setting needs a process of its own. Each
 round runs one per setting, alternating: ``GOMP_SPINCOUNT=300000`` (libgomp's own default, named so that
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIBGOMP_DEFAULT = 300_000  # libgomp's GOMP_SPINCOUNT when neither it nor OMP_WAIT_POLICY is set
 
 
-def child(runs: int, threads: int) -> dict:
+def child(runs: int, threads: int, weights: Path) -> dict:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
@@ -47,7 +47,7 @@ def child(runs: int, threads: int) -> dict:
     out = {"spin_count": os.environ["GOMP_SPINCOUNT"], "worker_spin_ms": idle_worker_cpu_ms(), "models": {}}
     image = load_image(sorted((ROOT / "examples").glob("*.png"))[0])
     rgb = display_pixels(image)
-    for folder in sorted(f for f in (ROOT / "weights").iterdir() if (f / "config.json").is_file()):
+    for folder in sorted(f for f in weights.iterdir() if (f / "config.json").is_file()):
         model = fused_for_inference(load(str(folder)).model)  # as inference.py serves it
         size, mean, std = model.image_size, model.mean, model.std
         x = model_input(image.pixels, size, mean, std)
@@ -70,10 +70,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="processes per setting, alternating (default: 3)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per measurement (default: 50)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--weights", type=Path, default=ROOT / "weights", help="folder of model folders (default: weights)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.runs, args.threads)))
+        print(json.dumps(child(args.runs, args.threads, args.weights)))
         return 0
 
     sys.path.insert(0, str(ROOT))
@@ -88,8 +89,9 @@ def main() -> int:
     for k in range(args.rounds):
         for name, count in settings.items():
             done = subprocess.run([sys.executable, __file__, "--child", "--runs", str(args.runs), "--threads",
-                                   str(args.threads)], env=dict(env, GOMP_SPINCOUNT=str(count)), cwd=ROOT,
-                                  capture_output=True, text=True, check=True)
+                                   str(args.threads), "--weights", str(args.weights.resolve())],
+                                  env=dict(env, GOMP_SPINCOUNT=str(count)), cwd=ROOT, capture_output=True, text=True,
+                                  check=True)
             r = json.loads(done.stdout.strip().splitlines()[-1])
             results[name].append(r)
             for model, m in r["models"].items():

@@ -103,15 +103,27 @@ def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     lines = proc.stdout.splitlines()
     row = next(l for l in lines if l.startswith(f"| {trained_model.name} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 20 and float(cells[9]) > 0  # served / forward
-    assert cells[16] in ("oneDNN Graph fusion", "optimize_for_inference")  # which one the served trunk uses
-    assert float(cells[17]) > 0 and float(cells[18]) > 0  # both trunks ran
+    assert len(cells) == 21 and float(cells[9]) > 0  # served / forward
+    assert cells[17] in ("oneDNN Graph fusion", "optimize_for_inference")  # which one the served trunk uses
+    assert float(cells[18]) > 0 and float(cells[19]) > 0  # both trunks ran
     parts = next(l for l in lines if l.startswith(f"{trained_model.name}, the app path's parts"))
     ms = dict(p.rsplit(" ", 1) for p in parts.split(": ", 1)[1].split(", "))
     assert list(ms) == ["served forward", "preprocess", "forward + CAM", "overlay"] and min(map(float, ms.values())) > 0
     assert lines[-2] == f"slowest model: {trained_model.name}"
     ratio = float(lines[-1].removeprefix("predict+cam/forward ratio: "))
     assert ratio > 1  # the app's path includes the forward, so it cannot be cheaper than it
+    assert float(cells[13]) > 0 and float(cells[14]) == ratio  # against the forward timed as a pair with it
+
+
+def test_openmp_spin_benchmark_runs_each_setting_in_a_process_of_its_own(trained_model):
+    from tumortrace.openmp import SPIN_COUNT
+    proc = run_cli("benchmarks/openmp_spin.py", "--rounds", "1", "--runs", "3", "--weights",
+                   str(trained_model.parent), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [[c.strip() for c in l.strip("|").split("|")] for l in proc.stdout.splitlines()
+            if l.startswith("| ") and trained_model.name in l]
+    assert [r[0] for r in rows] == ["libgomp's default (300000)", f"the app's ({SPIN_COUNT})"]
+    assert all(float(r[2]) >= 0 and float(r[6]) > 1 for r in rows), rows  # spin ms; the app path includes a forward
 
 
 def test_ab_benchmark_compares_two_servers_running_at_once(trained_model, tmp_path):
