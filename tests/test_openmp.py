@@ -17,7 +17,7 @@ import json, os, sys
 for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
     os.environ.pop(name, None)
 from tumortrace import openmp
-loaded_first = openmp.libgomp_loaded()
+loaded_first = openmp.loaded_runtimes()
 if sys.argv[1] == "before":
     applied = openmp.shorten_spin(int(sys.argv[2]))
     import torch
@@ -26,7 +26,8 @@ else:
     applied = openmp.shorten_spin(int(sys.argv[2]))
 torch.set_num_threads(2)
 print(json.dumps({"loaded_first": loaded_first, "applied": applied, "variable": os.environ.get("GOMP_SPINCOUNT"),
-                  "loaded": openmp.libgomp_loaded(), "burnt_ms": openmp.idle_worker_cpu_ms(samples=5)}))
+                  "loaded": openmp.loaded_runtimes(), "described": openmp.describe(applied),
+                  "burnt_ms": openmp.idle_worker_cpu_ms(samples=5)}))
 """
 
 needs_libgomp = pytest.mark.skipif(
@@ -41,11 +42,13 @@ def _spin(when: str, count: int) -> dict:
 @needs_libgomp
 def test_the_spin_reaches_libgomp_when_set_before_torch_is_imported():
     before = _spin("before", FOREVER)
-    assert before["loaded_first"] is False and before["loaded"] is True
+    assert before["loaded_first"] == [] and "libgomp" in before["loaded"]
     assert before["applied"] is True and before["variable"] == str(FOREVER)
+    assert before["described"] == f"OpenMP idle threads spin {FOREVER} times before sleeping"
     assert before["burnt_ms"] > 25, before  # the worker spun through the caller's 50 ms sleep
     after = _spin("after", FOREVER)
     assert after["applied"] is False and after["variable"] is None  # too late: libgomp read its environment
+    assert after["described"] == "OpenMP spin left as found"
     # libgomp's own default spins ~0.4–4.5 ms on the CI-class machines (benchmarks/openmp_spin.py)
     assert after["burnt_ms"] < 25, after
 
@@ -53,7 +56,8 @@ def test_the_spin_reaches_libgomp_when_set_before_torch_is_imported():
 def test_the_operators_setting_is_left_alone(monkeypatch):
     from tumortrace import openmp
 
-    monkeypatch.setattr(openmp, "libgomp_loaded", lambda: False)  # as before torch is imported
+    monkeypatch.setattr(openmp, "loaded_runtimes", lambda: [])  # as before torch is imported
+    monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     assert openmp.shorten_spin() is False and "GOMP_SPINCOUNT" not in os.environ
@@ -63,7 +67,30 @@ def test_the_operators_setting_is_left_alone(monkeypatch):
     assert openmp.shorten_spin() is False and os.environ["GOMP_SPINCOUNT"] == "123"
     monkeypatch.delenv("GOMP_SPINCOUNT")
     assert openmp.shorten_spin() is True and os.environ["GOMP_SPINCOUNT"] == str(openmp.SPIN_COUNT)
+    # what the log then says depends on the runtime torch loaded
+    assert openmp.describe(True) == f"GOMP_SPINCOUNT={openmp.SPIN_COUNT} set; no OpenMP runtime loaded yet"
+    monkeypatch.setattr(openmp, "loaded_runtimes", lambda: ["libiomp5"])
+    assert openmp.describe(True) == \
+        f"GOMP_SPINCOUNT={openmp.SPIN_COUNT} set, but torch's OpenMP is libiomp5, which ignores it"
+    monkeypatch.setattr(openmp, "loaded_runtimes", lambda: ["libgomp"])
     assert openmp.describe(True) == f"OpenMP idle threads spin {openmp.SPIN_COUNT} times before sleeping"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setattr(sys, "platform", "darwin")  # torch's macOS wheels use LLVM's libomp
+    monkeypatch.setattr(openmp, "loaded_runtimes", lambda: [])
+    assert openmp.shorten_spin() is False and "GOMP_SPINCOUNT" not in os.environ
+
+
+def test_runtimes_are_found_by_file_name(monkeypatch, tmp_path):
+    from tumortrace import openmp
+
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 0 08:01 1 /site-packages/torch/lib/libgomp-a34b3233.so.1\n"
+                    "7f02-7f03 r-xp 0 08:01 2 /usr/lib/libiomp5.so\n"
+                    "7f04-7f05 r-xp 0 08:01 3 /usr/lib/libgompish.so\n7f06-7f07 rw-p 0 00:00 0\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(maps if path == "/proc/self/maps" else path,
+                                                                         *a, **k))
+    assert openmp.loaded_runtimes() == ["libgomp", "libiomp5"]
 
 
 def test_nothing_is_set_once_libgomp_is_loaded(monkeypatch):
@@ -73,7 +100,7 @@ def test_nothing_is_set_once_libgomp_is_loaded(monkeypatch):
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     if sys.platform.startswith("linux"):
-        assert openmp.libgomp_loaded()
+        assert "libgomp" in openmp.loaded_runtimes()
     assert openmp.shorten_spin() is False and "GOMP_SPINCOUNT" not in os.environ
     assert openmp.describe(False) == "OpenMP spin left as found"
 

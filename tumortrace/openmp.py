@@ -9,7 +9,7 @@ made the numpy and OpenCV steps after a forward slower (the JET lookup 0.31 agai
 Predict + CAM + overlay against a plain forward, the two alternating: EfficientNet-Lite0 1.40–1.42× with
 libgomp's default against 1.34–1.38× with ``SPIN_COUNT``, ResNet18 1.30–1.33× against 1.27–1.30×, the
 forward no slower (benchmarks/README.md). ``SPIN_COUNT`` spins at most ~0.3 ms here; not spinning at all
-(``OMP_WAIT_POLICY=passive``) made the forward 10–15% slower.
+(``OMP_WAIT_POLICY=passive``) made the forward 5–15% slower.
 
 libgomp reads its environment once, when it is loaded (with ``import torch``), so :func:`shorten_spin` must
 run before that. A setting the operator's environment gives (``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``)
@@ -25,30 +25,40 @@ import time
 
 SPIN_COUNT = 20_000
 _VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+_RUNTIMES = ("libgomp", "libiomp5", "libomp")  # GNU (torch's Linux wheels), Intel, LLVM
 
 
-def libgomp_loaded() -> bool:
-    """Is a libgomp mapped into this process already (Linux; elsewhere: has torch been imported)?"""
+def loaded_runtimes() -> list[str]:
+    """The OpenMP runtimes mapped into this process, from /proc/self/maps (Linux; elsewhere none are seen).
+    Wheels may bundle one under a hashed name, e.g. libgomp-a34b3233.so.1."""
     try:
         with open("/proc/self/maps") as maps:
-            return any("libgomp" in line for line in maps)
+            files = {line.split()[-1].rsplit("/", 1)[-1] for line in maps if "/" in line}
     except OSError:
-        return "torch" in sys.modules
+        return []
+    return [r for r in _RUNTIMES if any(f.startswith((r + ".", r + "-")) for f in files)]
 
 
 def shorten_spin(spin_count: int = SPIN_COUNT) -> bool:
-    """Set ``GOMP_SPINCOUNT`` for the libgomp that torch will load. Returns whether it was set: not when the
-    environment sets the spin already, nor once a libgomp is loaded (it would not read it)."""
-    if any(name in os.environ for name in _VARIABLES) or libgomp_loaded():
+    """Set ``GOMP_SPINCOUNT`` for the libgomp that torch will load (Linux). Returns whether it was set: not
+    when the environment sets the spin already, nor once an OpenMP runtime is loaded (it would not read it)."""
+    if (not sys.platform.startswith("linux") or any(name in os.environ for name in _VARIABLES)
+            or loaded_runtimes()):
         return False
     os.environ["GOMP_SPINCOUNT"] = str(spin_count)
     return True
 
 
 def describe(applied: bool) -> str:
-    """For the log: what :func:`shorten_spin` did."""
+    """For the log, once torch is imported: what :func:`shorten_spin` did, and whether torch's OpenMP is the
+    libgomp that reads it."""
+    runtimes = loaded_runtimes()
     if applied:
-        return f"OpenMP idle threads spin {os.environ['GOMP_SPINCOUNT']} times before sleeping"
+        count = os.environ.get("GOMP_SPINCOUNT", "?")
+        if "libgomp" in runtimes:
+            return f"OpenMP idle threads spin {count} times before sleeping"
+        return (f"GOMP_SPINCOUNT={count} set, but torch's OpenMP is {', '.join(runtimes)}, which ignores it"
+                if runtimes else f"GOMP_SPINCOUNT={count} set; no OpenMP runtime loaded yet")
     given = [f"{name}={os.environ[name]}" for name in _VARIABLES if name in os.environ]
     return f"OpenMP spin as the environment sets it ({', '.join(given)})" if given else "OpenMP spin left as found"
 
