@@ -8,10 +8,13 @@ Research and review only, never for diagnosis. With --share a login is mandatory
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import math
 import os
 import re
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -19,11 +22,13 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
-# Before gradio is imported: no telemetry, and a private upload/cache folder this process removes on exit.
+# Before gradio is imported: no telemetry, and a private upload/cache folder this process removes on exit (also
+# when it only imports the app; a signal that stops the app is turned into an exit by main()).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 _OWN_TEMP_DIR = None
 if "GRADIO_TEMP_DIR" not in os.environ:
     _OWN_TEMP_DIR = os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="tumortrace-gradio-")
+    atexit.register(shutil.rmtree, _OWN_TEMP_DIR, ignore_errors=True)
 
 from tumortrace import openmp  # noqa: E402
 
@@ -556,7 +561,17 @@ def launch(demo: gr.Blocks, **options) -> list[str]:
     return server_hops.fewer_hops(demo.app)
 
 
+def stop_like_ctrl_c(signum: int, frame) -> None:
+    """SIGTERM (`docker stop`, systemd) and SIGHUP (a closed terminal) would kill the app where it stands,
+    leaving its folder of recent output images (and any upload being decoded) on disk. Raised in the main
+    thread, this stops it as Ctrl-C does: Gradio closes its server, and the folder is removed."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(args: argparse.Namespace) -> int:
+    for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop_like_ctrl_c)
     allocator = malloc.tune_for_serving()  # before any serving thread starts
     try:
         auth = credentials(args)
@@ -587,8 +602,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         demo.block_thread()
     finally:
-        if _OWN_TEMP_DIR:
-            import shutil
+        if _OWN_TEMP_DIR:  # now, not after the server's threads end (atexit would wait for them)
             shutil.rmtree(_OWN_TEMP_DIR, ignore_errors=True)
     return 0
 

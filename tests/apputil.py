@@ -48,7 +48,8 @@ def running_app(*args: str, env: dict | None = None, temp_dir: Path | None = Non
                 root: Path = ROOT):
     """``root``: the checkout whose app.py runs (benchmarks/ab.py compares two)."""
     port = free_port()
-    full_env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1", **(env or {}))
+    full_env = {k: v for k, v in dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1", **(env or {})).items()
+                if v is not None}  # a None in ``env`` removes the variable
     if temp_dir is not None:
         full_env["GRADIO_TEMP_DIR"] = str(temp_dir)
     log_path = Path(temp_dir or "/tmp") / f"app-{port}.log"

@@ -3,8 +3,10 @@ import hashlib
 import io
 import json
 import os
+import signal
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +112,28 @@ def test_uploads_are_deleted_after_the_response(app, manifest_data, tmp_path):
     assert not any(p.name == "patient.png" for p in temp.rglob("*"))
     # Gradio 6.31's gr.File leaks an empty temp file per call; the app's UploadFile must not
     assert [p for p in temp.rglob("*") if p.is_file() and p.stat().st_size == 0] == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="SIGTERM and SIGHUP as POSIX sends them")
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_a_stopped_app_leaves_no_images_on_disk(trained_model, manifest_data, tmp_path, stop):
+    """`docker stop` and systemd send SIGTERM, a closed terminal SIGHUP: the app's own folder of uploads and
+    output images goes with it, as on Ctrl-C."""
+    src = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
+    with running_app("--model", str(trained_model), env={"GRADIO_TEMP_DIR": None, "TMPDIR": str(tmp_path)}) as (url, proc):
+        _predict(new_client(url), src, trained_model.name)
+        own = list(tmp_path.glob("tumortrace-gradio-*"))
+        assert len(own) == 1 and any(p.suffix in (".png", ".jpg") for p in own[0].rglob("*")), own
+        proc.send_signal(getattr(signal, stop))
+        assert proc.wait(timeout=60) == 0, proc.log_path.read_text()[-2000:]
+    assert not own[0].exists()
+
+
+def test_a_process_that_only_imports_the_app_removes_its_folder(tmp_path):
+    env = {"TMPDIR": str(tmp_path)}
+    code = "import os; os.environ.pop('GRADIO_TEMP_DIR', None); import app; print(app._OWN_TEMP_DIR)"
+    made = Path(run_cli("-c", code, env=env, check=True).stdout.splitlines()[-1])
+    assert made.parent == tmp_path and not made.exists()
 
 
 def test_unknown_model_name_is_an_error(app, manifest_data):
