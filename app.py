@@ -568,10 +568,21 @@ def stop_like_ctrl_c(signum: int, frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def stop_on_signals() -> list[str]:
+    """Install :func:`stop_like_ctrl_c` for SIGTERM and SIGHUP where they would kill the process (their default),
+    not where they are ignored (``nohup`` ignores SIGHUP, and the app must then outlive its terminal).
+    Returns the signals now handled; Windows has no SIGHUP."""
+    handled = []
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, stop_like_ctrl_c)
+            handled.append(name)
+    return handled
+
+
 def main(args: argparse.Namespace) -> int:
-    for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), stop_like_ctrl_c)
+    stop_on_signals()
     allocator = malloc.tune_for_serving()  # before any serving thread starts
     try:
         auth = credentials(args)

@@ -119,6 +119,8 @@ def test_uploads_are_deleted_after_the_response(app, manifest_data, tmp_path):
 def test_a_stopped_app_leaves_no_images_on_disk(trained_model, manifest_data, tmp_path, stop):
     """`docker stop` and systemd send SIGTERM, a closed terminal SIGHUP: the app's own folder of uploads and
     output images goes with it, as on Ctrl-C."""
+    if signal.getsignal(getattr(signal, stop)) is signal.SIG_IGN:
+        pytest.skip(f"this test run ignores {stop} (e.g. under nohup), so the app it starts does too, by design")
     src = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
     with running_app("--model", str(trained_model), env={"GRADIO_TEMP_DIR": None, "TMPDIR": str(tmp_path)}) as (url, proc):
         _predict(new_client(url), src, trained_model.name)
@@ -127,6 +129,21 @@ def test_a_stopped_app_leaves_no_images_on_disk(trained_model, manifest_data, tm
         proc.send_signal(getattr(signal, stop))
         assert proc.wait(timeout=60) == 0, proc.log_path.read_text()[-2000:]
     assert not own[0].exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="SIGHUP as POSIX sends it")
+def test_a_signal_the_app_was_started_to_ignore_stays_ignored():
+    import app
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+        assert app.stop_on_signals() == ["SIGTERM"]
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is app.stop_like_ctrl_c
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
 
 
 def test_a_process_that_only_imports_the_app_removes_its_folder(tmp_path):
