@@ -37,6 +37,7 @@ from tumortrace.images import load_image  # noqa: E402
 from tumortrace.inference import display_pixels  # noqa: E402
 from tumortrace.malloc import describe, tune_for_serving  # noqa: E402
 from tumortrace.preprocess import model_input  # noqa: E402
+from tumortrace.registry import model_folders  # noqa: E402
 from tumortrace.scripted import script_trunk  # noqa: E402
 
 
@@ -90,6 +91,13 @@ def cold_start_s() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def app_path(model, pixels, rgb) -> None:
+    """The app's path: preprocess, one forward for probabilities and CAM, overlay (``rgb``: as the app shows the
+    slice, ``tumortrace.inference.display_pixels``)."""
+    _, cam = predict_with_cam(model, model_input(pixels, model.image_size, model.mean, model.std))
+    overlay(rgb, cam)
+
+
 def bench_model(name: str, loaded, served, image, runs: int, threads: int) -> dict:
     """``loaded``: the checkpoint as trained; ``served``: the model as the app serves it."""
     torch.set_num_threads(threads)
@@ -122,10 +130,8 @@ def bench_model(name: str, loaded, served, image, runs: int, threads: int) -> di
         _, cam = gradcam_reference(model, xi)
         overlay(rgb, cam)
 
-    def fast():  # the app's path: preprocess, one forward for probabilities and CAM, overlay
-        xi = model_input(image.pixels, size, mean, std)
-        _, cam = predict_with_cam(served, xi)
-        overlay(rgb, cam)
+    def fast():
+        app_path(served, image.pixels, rgb)
 
     # The served trunk against the same frozen trunk made the way this project served it before
     # (optimize_for_inference instead of the oneDNN Graph fuser), in the same alternating loop.
@@ -193,7 +199,7 @@ def main() -> int:
     allocator = describe(tune_for_serving())  # as the app's log line says it
     image_path = args.image or sorted(p for p in (ROOT / "examples").glob("*.png"))[0]
     image = load_image(image_path)
-    folders = sorted(f for f in args.weights.iterdir() if (f / "config.json").is_file())
+    folders = model_folders(args.weights)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
           f"{args.runs} runs, image {image_path.name} {image.size[0]}×{image.size[1]}, {allocator}, "
           f"{openmp.describe(SPIN)}, {time.strftime('%Y-%m-%d')}")

@@ -32,8 +32,7 @@ def child(runs: int, threads: int, weights: Path) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
 
-    from inference import timed_alternating
-    from tumortrace.cam import overlay, predict_with_cam
+    from inference import app_path, timed_alternating
     from tumortrace.checkpoint import load
     from tumortrace.fusion import fused_for_inference
     from tumortrace.images import load_image
@@ -41,26 +40,22 @@ def child(runs: int, threads: int, weights: Path) -> dict:
     from tumortrace.malloc import tune_for_serving
     from tumortrace.openmp import idle_worker_cpu_ms
     from tumortrace.preprocess import model_input
+    from tumortrace.registry import model_folders
 
     tune_for_serving()
     torch.set_num_threads(threads)
     out = {"spin_count": os.environ["GOMP_SPINCOUNT"], "worker_spin_ms": idle_worker_cpu_ms(), "models": {}}
     image = load_image(sorted((ROOT / "examples").glob("*.png"))[0])
     rgb = display_pixels(image)
-    for folder in sorted(f for f in weights.iterdir() if (f / "config.json").is_file()):
+    for folder in model_folders(weights):
         model = fused_for_inference(load(str(folder)).model)  # as inference.py serves it
-        size, mean, std = model.image_size, model.mean, model.std
-        x = model_input(image.pixels, size, mean, std)
+        x = model_input(image.pixels, model.image_size, model.mean, model.std)
 
         def forward():
             with torch.no_grad():
                 model(x)
 
-        def app_path():
-            _, cam = predict_with_cam(model, model_input(image.pixels, size, mean, std))
-            overlay(rgb, cam)
-
-        fwd, app = timed_alternating((forward, app_path), runs)
+        fwd, app = timed_alternating((forward, lambda: app_path(model, image.pixels, rgb)), runs)
         out["models"][folder.name] = {"forward": fwd["p50"], "app": app["p50"], "ratio": app["p50"] / fwd["p50"]}
     return out
 

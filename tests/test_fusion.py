@@ -16,9 +16,10 @@ from tumortrace.fusion import SymmetricSameConv2d, fused_for_inference, is_scrip
 from tumortrace.models import ARCHS, TumorClassifier
 from tumortrace.preprocess import model_input
 from tumortrace.images import load_image
+from tumortrace.registry import model_folders
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(p for p in (ROOT / "weights").iterdir() if (p / "config.json").is_file())
+SHIPPED = model_folders(ROOT / "weights")
 
 
 def _randomise_batchnorm(model: nn.Module, seed: int) -> None:

@@ -39,10 +39,14 @@ def _name_for(loaded: LoadedModel) -> str:
     return loaded.source if loaded.revision else Path(loaded.source).name
 
 
+def model_folders(weights_dir: Path) -> list[Path]:
+    """The model folders (each with its config.json) in ``weights_dir``, sorted; none if it is not a folder."""
+    return sorted(p for p in weights_dir.iterdir() if (p / CONFIG_NAME).is_file()) if weights_dir.is_dir() else []
+
+
 def load_folder_of_models(weights_dir: Path, registry: Registry, fold_batchnorm: bool = True,
                           torchscript: bool = True) -> None:
-    folders = sorted(p for p in weights_dir.iterdir() if (p / CONFIG_NAME).is_file()) if weights_dir.is_dir() else []
-    for folder in folders:
+    for folder in model_folders(weights_dir):
         try:
             loaded = load(str(folder), for_inference=fold_batchnorm, torchscript=torchscript)
             registry.models[_name_for(loaded)] = loaded
