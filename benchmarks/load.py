@@ -334,6 +334,8 @@ def main() -> int:
                    help="single-client requests over raw HTTP for the phase breakdown, 0 = skip (default: 30)")
     args = p.parse_args()
 
+    # Not tumortrace.registry.model_folders: importing it imports torch, before in_process_predictor can set
+    # the OpenMP spin that torch's libgomp reads when it loads.
     model = Path(args.model) if args.model else sorted(f for f in (ROOT / "weights").iterdir()
                                                        if (f / "config.json").is_file())[0]
     valid = sorted(p for p in (ROOT / "examples").glob("busi_*.png"))
