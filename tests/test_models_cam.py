@@ -197,3 +197,13 @@ def test_the_app_imports_neither_grad_cam_nor_scikit_learn_with_itself():
     out = run_cli("-c", code, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-3:] == ["False False", "True", "TP 1 · FN 0 · FP 0 · TN 1"]
+
+
+def test_single_pass_cam_refuses_a_model_in_training_mode(model):
+    """Its head leaves dropout out, which is right in eval only: a training-mode model is refused, not mispredicted."""
+    model.train()
+    try:
+        with pytest.raises(ValueError, match="eval mode"):
+            predict_with_cam(model, torch.zeros(1, 3, 96, 96))
+    finally:
+        model.eval()
