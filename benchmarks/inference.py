@@ -7,8 +7,9 @@ ratios hold on a noisy machine even when the milliseconds do not. The process us
 (tumortrace.openmp) and glibc malloc settings (tumortrace.malloc): with glibc's defaults some processes
 fault every forward pass's buffers in again and time ~1.3× slower than others. The last line is
 ``predict+cam/forward ratio: X.XX`` for the shipped model that is slowest as the app serves it (BatchNorm
-folded, TorchScript trunk): the app's path against a plain forward of that same served model, the two timed
-as a pair of their own (each run right after the other, with the same weights in the caches).
+folded, TorchScript trunk): the app's path against a plain forward of that same served model, each timed in
+its own steady state (every timed run right after a run of its own; blocks of the two alternating:
+``timed_in_blocks``).
 """
 from __future__ import annotations
 
@@ -52,6 +53,31 @@ def timed_alternating(fns, runs: int, warmup: int = 5) -> tuple[dict, ...]:
             t = time.perf_counter()
             fn()
             out.append(time.perf_counter() - t)
+    return tuple({"p50": statistics.median(s) * 1e3, "p95": sorted(s)[int(0.95 * (len(s) - 1))] * 1e3}
+                 for s in samples)
+
+
+def timed_in_blocks(fns, runs: int, block: int = 5, warmup: int = 5) -> tuple[dict, ...]:
+    """Each function in blocks of ``block`` timed runs after one untimed run, the blocks alternating: every timed
+    run comes right after a run of the same function (its own steady state, as in a loop of its own) and drifts
+    of a noisy machine hit all of them alike.
+
+    Run by run in turn, the forward ran right after the app's path: the OpenMP workers asleep since the
+    overlay's ~1 ms without torch (a forward after 1 ms of Python: +0.06 ms), the caches full of the overlay's
+    images; for Lite0 0.2 ms slower than right after a forward (5.41 against 5.26 ms). The app's path starts
+    with the preprocessing's resize, which wakes them, and costs the same after itself as after a forward.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    samples = [[] for _ in fns]
+    while len(samples[0]) < runs:
+        for fn, out in zip(fns, samples):
+            fn()
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t)
     return tuple({"p50": statistics.median(s) * 1e3, "p95": sorted(s)[int(0.95 * (len(s) - 1))] * 1e3}
                  for s in samples)
 
@@ -166,11 +192,11 @@ def bench_model(name: str, loaded, served, image, runs: int, threads: int) -> di
     row["forward"], row["forward_folded"], row["forward_served"], row["trunk_served"], row["trunk_ofi"] = (
         timed_alternating((forward_no_grad, folded_forward_no_grad, served_forward_no_grad, served_trunk,
                            ofi_trunk_run if ofi_trunk is not None else served_trunk), runs))
-    # The app's path against the served forward in a pair of their own, each run right after the other, so that
-    # both find the same model's weights in the caches. In the loop above the served forward runs right after
-    # the eager one, whose other weights it then reads from memory: for Lite0 that made it ~0.8 ms slower than
-    # in this pair and flattered the ratio by ~0.07 (benchmarks/README.md, eighth session).
-    row["forward_served_paired"], row["fast"] = timed_alternating((served_forward_no_grad, fast), runs)
+    # The app's path against the served forward, each timed right after a run of its own (timed_in_blocks). In
+    # the loop above the served forward runs right after the eager one, whose other weights it then reads from
+    # memory (for Lite0 ~0.8 ms slower, the ratio ~0.07 low); run by run in turn with the app's path it ran after
+    # the overlay (~0.2 ms slower, the ratio ~0.05 low): benchmarks/README.md, eighth and ninth sessions.
+    row["forward_served_paired"], row["fast"] = timed_in_blocks((served_forward_no_grad, fast), runs)
     row["forward_inference_mode"] = timed(forward_inference_mode, runs)
     row["baseline"] = timed(baseline, runs)
     model_cl = model.to(memory_format=torch.channels_last)
@@ -217,8 +243,8 @@ def main() -> int:
     print()
     print("| model | GFLOPs | floor ms | forward ms | inference_mode | channels_last | 1 thread | BN folded "
           "| served (folded + TorchScript) | served/forward | baseline (fwd + grad-cam) "
-          "| app path (served fwd + CAM + overlay) | baseline/forward | served forward, paired with the app path "
-          "| app path/served forward (paired) | app path/forward "
+          "| app path (served fwd + CAM + overlay) | baseline/forward | served forward, in blocks alternating with the app path's "
+          "| app path/served forward (blocks) | app path/forward "
           "| load s (as served) | served trunk | its trunk ms | optimize_for_inference trunk ms | trunk ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

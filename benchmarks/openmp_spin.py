@@ -9,8 +9,8 @@ round runs one per setting, alternating: ``GOMP_SPINCOUNT=300000`` (libgomp's ow
 - the CPU time the worker threads burn after one parallel region (a 512² matmul) while the caller sleeps
   50 ms (``tumortrace.openmp.idle_worker_cpu_ms``, median of 20), i.e. how long they spin before sleeping;
 - for every shipped model, as served: a plain forward and the app's path (preprocess, forward + CAM,
-  overlay), alternating run by run, p50 over --runs, and their ratio (``benchmarks/inference.py``'s
-  last line, for every model).
+  overlay), each timed right after a run of its own in alternating blocks, p50 over --runs, and their ratio
+  (``benchmarks/inference.py``'s last line, for every model).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def child(runs: int, threads: int, weights: Path) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
 
-    from inference import app_path, timed_alternating
+    from inference import app_path, timed_in_blocks
     from tumortrace.checkpoint import load
     from tumortrace.fusion import fused_for_inference
     from tumortrace.images import load_image
@@ -55,7 +55,7 @@ def child(runs: int, threads: int, weights: Path) -> dict:
             with torch.no_grad():
                 model(x)
 
-        fwd, app = timed_alternating((forward, lambda: app_path(model, image.pixels, rgb)), runs)
+        fwd, app = timed_in_blocks((forward, lambda: app_path(model, image.pixels, rgb)), runs)
         out["models"][folder.name] = {"forward": fwd["p50"], "app": app["p50"], "ratio": app["p50"] / fwd["p50"]}
     return out
 

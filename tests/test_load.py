@@ -112,7 +112,30 @@ def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     assert lines[-2] == f"slowest model: {trained_model.name}"
     ratio = float(lines[-1].removeprefix("predict+cam/forward ratio: "))
     assert ratio > 1  # the app's path includes the forward, so it cannot be cheaper than it
-    assert float(cells[13]) > 0 and float(cells[14]) == ratio  # against the forward timed as a pair with it
+    assert float(cells[13]) > 0 and float(cells[14]) == ratio  # against the forward timed in blocks with it
+
+
+def test_inference_benchmark_times_each_run_right_after_one_of_its_own():
+    """The ratio's two terms each in its own steady state: a fake clock that a function advances by 1 right after
+    itself and by 100 right after the other gives p95 = 1 for both, with every run counted."""
+    code = """
+import sys; sys.path.insert(0, "benchmarks")
+import inference
+clock, last, calls = [0.0], [None], []
+def step(name):
+    def fn():
+        clock[0] += 1 if last[0] == name else 100
+        last[0] = name
+        calls.append(name)
+    return fn
+inference.time.perf_counter = lambda: clock[0]
+a, b = inference.timed_in_blocks((step("a"), step("b")), runs=12, block=5, warmup=2)
+print(a["p50"], a["p95"], b["p50"], b["p95"], calls.count("a"), calls.count("b"))
+"""
+    out = run_cli("-c", code, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # 12 runs in blocks of 5: 3 blocks each, a warm-up call before each block and 2 warm-up rounds
+    assert out.stdout.split() == ["1000.0", "1000.0", "1000.0", "1000.0", "20", "20"]
 
 
 def test_openmp_spin_benchmark_runs_each_setting_in_a_process_of_its_own(trained_model):
