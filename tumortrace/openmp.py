@@ -1,4 +1,5 @@
-"""How long torch's idle OpenMP threads spin, for a process that serves predictions (the app, the benchmarks).
+"""How long torch's idle OpenMP threads spin, for a process that makes predictions (the app, the predict CLI, the
+benchmarks).
 
 Torch's CPU kernels run on libgomp's thread team. When a parallel region ends, each worker thread spins,
 waiting for the next one, for ``GOMP_SPINCOUNT`` iterations before it sleeps: 300,000 by default, 0.4–4.5 ms

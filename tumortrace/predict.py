@@ -11,10 +11,16 @@ import csv
 import logging
 import sys
 
-from .checkpoint import ModelLoadError, load
-from .images import ImageLoadError, load_frames, load_image
-from .inference import predict_image
-from .malloc import tune_for_serving
+from . import openmp
+
+# Before the imports below load torch, and libgomp with it, which reads the spin then only (tumortrace.openmp):
+# each file's CAM and map run right after its forward, on the threads the forward's workers spin beside.
+_OPENMP_SPIN = openmp.shorten_spin()
+
+from .checkpoint import ModelLoadError, load  # noqa: E402
+from .images import ImageLoadError, load_frames, load_image  # noqa: E402
+from .inference import predict_image  # noqa: E402
+from .malloc import tune_for_serving  # noqa: E402
 
 COLUMNS = ("file", "frame", "p_benign", "p_malignant", "decision", "threshold", "error")
 
