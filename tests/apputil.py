@@ -46,7 +46,8 @@ def thread_hops_counted():
 @contextmanager
 def running_app(*args: str, env: dict | None = None, temp_dir: Path | None = None, timeout: float = 120,
                 root: Path = ROOT):
-    """``root``: the checkout whose app.py runs (benchmarks/ab.py compares two)."""
+    """``root``: the checkout whose app.py runs (benchmarks/ab.py compares two). The app's log is
+    ``proc.log_path``, in ``temp_dir``, or else in /tmp until the block ends."""
     port = free_port()
     full_env = {k: v for k, v in dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1", **(env or {})).items()
                 if v is not None}  # a None in ``env`` removes the variable
@@ -79,6 +80,9 @@ def running_app(*args: str, env: dict | None = None, temp_dir: Path | None = Non
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        if temp_dir is None:
+            log_path.unlink(missing_ok=True)  # read inside the block; its tail is in any error raised above
 
 
 def serving_line(log_path: Path, timeout: float = 30) -> str | None:
