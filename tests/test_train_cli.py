@@ -118,6 +118,51 @@ def test_train_bad_input_is_a_message_not_a_traceback(tmp_path, problem, message
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_run_that_diverges_at_once_says_so_and_writes_no_model(manifest_data, tmp_path):
+    """A learning rate of 1e8 makes the weights NaN in the first epoch: a message and exit 1, not sklearn's
+    "Input contains NaN" traceback from the validation metrics, and no model from NaN weights."""
+    out = tmp_path / "o"
+    proc = run_cli("training/train.py", "--data", str(manifest_data), "--out", str(out), *TINY_TRAIN,
+                   "--opt", "sgd", "--lr", "1e8")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "epoch 1: training diverged" in proc.stderr and "try a lower --lr (this run: 1e+08)" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (out / "model.safetensors").exists()
+
+
+def test_a_run_that_diverges_later_keeps_its_best_epoch_and_says_so(manifest_data, tmp_path):
+    """Epoch 2's training loss made NaN (the weights with it): the run stops there at once, ships epoch 1 as
+    early stopping would, and the history and the card say why it stopped."""
+    out = tmp_path / "o"
+    code = f"""
+import math, runpy, sys
+import torch
+import tumortrace.engine as engine
+real = engine.train_one_epoch
+def diverging(model, *args, **kwargs):
+    stats = real(model, *args, **kwargs)
+    if args[4] == 2:  # the epoch
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(math.nan)
+        stats["train_loss"] = math.nan
+    return stats
+engine.train_one_epoch = diverging
+sys.argv = ["training/train.py", "--data", {str(manifest_data)!r}, "--out", {str(out)!r}, *{TINY_TRAIN!r}]
+runpy.run_path("training/train.py", run_name="__main__")
+"""
+    proc = run_cli("-c", code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("epoch 2: training diverged (training loss nan); stopping with the best epoch so far (1)"
+            in proc.stderr), proc.stderr[-3000:]
+    assert "epoch 3" not in proc.stderr
+    summary = json.loads((out / "history.json").read_text())["summary"]
+    assert summary["diverged"] == {"epoch": 2, "reason": "training loss nan"} and summary["best_epoch"] == 1
+    assert summary["epochs_run"] == 1
+    assert "training diverged at epoch 2 (training loss nan)" in (out / "README.md").read_text()
+    weights = _weights(out)
+    assert all(bool(w.float().isfinite().all()) for w in weights.values())
+
+
 def _weights(folder):
     return load_file(str(folder / "model.safetensors"))
 

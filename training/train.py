@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
@@ -224,7 +226,7 @@ def save_checked(model, out: Path, val_images: torch.Tensor):
     return shipped, diff
 
 
-def finalize(args, model, images, samples, split, root, history, stopper, val_pred, init_source):
+def finalize(args, model, images, samples, split, root, history, stopper, val_pred, init_source, diverged=None):
     """Pick the threshold on validation, save the weights, reload them, evaluate once on test.
 
     Returns the test report, or None with --skip-test (validation metrics go to history.json then).
@@ -241,7 +243,8 @@ def finalize(args, model, images, samples, split, root, history, stopper, val_pr
                "best_value": stopper.best, "init": init_source, "device": args.device_name,
                "shipped_weights_max_prob_diff_vs_fp32": diff,
                "validation_at_threshold": {"threshold": model.threshold, **at_threshold},
-               "validation_auc": binary_metrics(y_val, p_val, 0.5)["roc_auc"], "args": vars(args)}
+               "validation_auc": binary_metrics(y_val, p_val, 0.5)["roc_auc"], "args": vars(args),
+               "diverged": diverged}
     atomic_write_text(out / "history.json", json.dumps({"summary": summary, "epochs": history}, indent=1))
     plots.save(plots.curves_figure(history), out / "curves.png")
     if args.skip_test:
@@ -305,7 +308,7 @@ def main(args: argparse.Namespace) -> int:
                                                        else None) if dist_info.enabled else model)
     if args.compile:
         train_model = torch.compile(train_model)
-    val_pred = None
+    val_pred, diverged = None, None
     for epoch in range(start_epoch, args.epochs + 1):
         if stopper.should_stop:
             break
@@ -316,9 +319,15 @@ def main(args: argparse.Namespace) -> int:
                                 show_progress=dist_info.is_main and not args.no_progress,
                                 channels_last=args.channels_last, amp=args.amp == "bf16")
         stats["train_loss"] = all_reduce_mean(stats["train_loss"], dist_info, device)
+        if not math.isfinite(stats["train_loss"]):  # the same on every rank: all stop together
+            diverged = {"epoch": epoch, "reason": f"training loss {stats['train_loss']}"}
+            break
         scheduler.step()
         sync_buffers(model, dist_info)
         y_val, p_val, val_loss = predict_probs(model, val_loader, device)
+        if not np.isfinite(p_val).all():
+            diverged = {"epoch": epoch, "reason": "validation probabilities not finite"}
+            break
         m = binary_metrics(y_val, p_val, 0.5)
         row = {"epoch": epoch, **stats, "val_loss": val_loss, "val_auc": m["roc_auc"], "val_accuracy": m["accuracy"],
                "val_sensitivity": m["recall"], "val_specificity": m["specificity"],
@@ -338,7 +347,18 @@ def main(args: argparse.Namespace) -> int:
         if args.stop_after_epochs and epoch - start_epoch + 1 >= args.stop_after_epochs:
             log.info("stopping after %d epochs as asked", args.stop_after_epochs)
             return 0
-    if stopper.should_stop:
+    if diverged and best_state is None:
+        log.error("epoch %d: training diverged (%s) before any epoch was validated, so no model is written; "
+                  "try a lower --lr (this run: %g)", diverged["epoch"], diverged["reason"],
+                  learning_rate(args.opt, args.lr))
+        end_distributed(dist_info)
+        return 1
+    if diverged:
+        # Its weights are lost (not finite); the last resume state, from the epoch before, is left as it was.
+        log.error("epoch %d: training diverged (%s); stopping with the best epoch so far (%d), as early stopping "
+                  "would; a lower --lr (this run: %g) may train further", diverged["epoch"], diverged["reason"],
+                  stopper.best_epoch, learning_rate(args.opt, args.lr))
+    elif stopper.should_stop:
         log.info("early stopping: no %s improvement for %d epochs; best epoch %d", stopper.monitor,
                  args.patience, stopper.best_epoch)
     if dist_info.is_main:
@@ -347,11 +367,15 @@ def main(args: argparse.Namespace) -> int:
         model.cpu().to(memory_format=torch.contiguous_format)
         eval_loader = torch.utils.data.DataLoader(val_loader.dataset, args.batch_size)
         val_pred = predict_probs(model, eval_loader, torch.device("cpu"))[:2]
-        finalize(args, model, images, samples, split, root, history, stopper, val_pred, init_source)
+        finalize(args, model, images, samples, split, root, history, stopper, val_pred, init_source, diverged)
+    end_distributed(dist_info)
+    return 0
+
+
+def end_distributed(dist_info) -> None:
     if dist_info.enabled:  # every rank gets here, --skip-test or not: rank 0 must not leave the others waiting
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

@@ -55,12 +55,14 @@ def predict_with_cam(model: TumorClassifier, x: torch.Tensor, target: int = POSI
 
     The head (average pool, then the classifier; its dropout is off in eval) is applied to the image's
     activations as rows of channels (a view of the served trunk's channels-last output), as plain tensor
-    calls: no module calls (``model.head``'s dropout and linear) and no einsum, whose parsing and
-    permutes cost more than the work here. After a forward pass each call costs tens of microseconds (0.46 → 0.32 ms for Lite0's head, map and post-processing, with the same bits as before for
-    both shipped models on the shipped example).
+    calls: no module calls (``model.head``'s dropout and linear) and no einsum, whose parsing and permutes
+    cost more than the work here. After a forward pass each call costs tens of microseconds: 0.46 → 0.32 ms
+    for Lite0's head, map and post-processing, with the same bits as before for both shipped models on the
+    shipped example.
     """
     if model.training:
-        raise ValueError("predict_with_cam needs the model in eval mode (model.eval()): the head's dropout is not applied")
+        raise ValueError("predict_with_cam needs the model in eval mode (model.eval()): "
+                         "the head's dropout is not applied")
     feats = model.features(x)
     _, channels, h, w = feats.shape
     rows = feats[0].permute(1, 2, 0).reshape(h * w, channels)

@@ -72,7 +72,13 @@ def training_summary(summary: dict) -> str:
             f"{a.get('opt')}, lr {_lr(a)}, weight decay {a.get('weight_decay')}, batch {a.get('batch_size')}, "
             f"balance {a.get('balance')}, label smoothing {a.get('label_smoothing', 0.0)}, "
             f"augmentation on {_augmentation(a, on_cuda)}, seed {a.get('seed')}"
-            + _hardware(summary, a, on_cuda))
+            + _hardware(summary, a, on_cuda) + _divergence(summary))
+
+
+def _divergence(summary: dict) -> str:
+    d = summary.get("diverged")
+    return (f"; training diverged at epoch {d['epoch']} ({d['reason']}) and stopped there, with the best earlier "
+            "epoch kept" if d else "")
 
 
 def write_card(folder: str | Path) -> Path:
