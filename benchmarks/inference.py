@@ -44,17 +44,14 @@ from tumortrace.scripted import script_trunk  # noqa: E402
 
 def timed_alternating(fns, runs: int, warmup: int = 5) -> tuple[dict, ...]:
     """Run the functions in turn, run by run, so drifts of a noisy machine hit all of them alike."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
+    _warm_up(fns, warmup)
     samples = [[] for _ in fns]
     for _ in range(runs):
         for fn, out in zip(fns, samples):
             t = time.perf_counter()
             fn()
             out.append(time.perf_counter() - t)
-    return tuple({"p50": statistics.median(s) * 1e3, "p95": sorted(s)[int(0.95 * (len(s) - 1))] * 1e3}
-                 for s in samples)
+    return tuple(_p50_p95(s) for s in samples)
 
 
 def timed_in_blocks(fns, runs: int, block: int = 5, warmup: int = 5) -> tuple[dict, ...]:
@@ -67,9 +64,7 @@ def timed_in_blocks(fns, runs: int, block: int = 5, warmup: int = 5) -> tuple[di
     images; for Lite0 0.2 ms slower than right after a forward (5.41 against 5.26 ms). The app's path starts
     with the preprocessing's resize, which wakes them, and costs the same after itself as after a forward.
     """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
+    _warm_up(fns, warmup)
     samples = [[] for _ in fns]
     while len(samples[0]) < runs:
         for fn, out in zip(fns, samples):
@@ -78,20 +73,29 @@ def timed_in_blocks(fns, runs: int, block: int = 5, warmup: int = 5) -> tuple[di
                 t = time.perf_counter()
                 fn()
                 out.append(time.perf_counter() - t)
-    return tuple({"p50": statistics.median(s) * 1e3, "p95": sorted(s)[int(0.95 * (len(s) - 1))] * 1e3}
-                 for s in samples)
+    return tuple(_p50_p95(s) for s in samples)
 
 
 def timed(fn, runs: int, warmup: int = 5) -> dict:
-    for _ in range(warmup):
-        fn()
+    _warm_up((fn,), warmup)
     samples = []
     for _ in range(runs):
         t = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t)
-    samples.sort()
-    return {"p50": statistics.median(samples) * 1e3, "p95": samples[int(0.95 * (len(samples) - 1))] * 1e3}
+    return _p50_p95(samples)
+
+
+def _warm_up(fns, rounds: int) -> None:
+    for _ in range(rounds):
+        for fn in fns:
+            fn()
+
+
+def _p50_p95(seconds: list[float]) -> dict:
+    """Timings in seconds → their p50 and p95 in ms."""
+    ordered = sorted(seconds)
+    return {"p50": statistics.median(ordered) * 1e3, "p95": ordered[int(0.95 * (len(ordered) - 1))] * 1e3}
 
 
 def matmul_gflops(threads: int, n: int = 2048, runs: int = 10) -> float:
@@ -196,7 +200,7 @@ def bench_model(name: str, loaded, served, image, runs: int, threads: int) -> di
     # the loop above the served forward runs right after the eager one, whose other weights it then reads from
     # memory (for Lite0 ~0.8 ms slower, the ratio ~0.07 low); run by run in turn with the app's path it ran after
     # the overlay (~0.2 ms slower, the ratio ~0.05 low): benchmarks/README.md, eighth and ninth sessions.
-    row["forward_served_paired"], row["fast"] = timed_in_blocks((served_forward_no_grad, fast), runs)
+    row["forward_served_blocks"], row["fast"] = timed_in_blocks((served_forward_no_grad, fast), runs)
     row["forward_inference_mode"] = timed(forward_inference_mode, runs)
     row["baseline"] = timed(baseline, runs)
     model_cl = model.to(memory_format=torch.channels_last)
@@ -243,7 +247,8 @@ def main() -> int:
     print()
     print("| model | GFLOPs | floor ms | forward ms | inference_mode | channels_last | 1 thread | BN folded "
           "| served (folded + TorchScript) | served/forward | baseline (fwd + grad-cam) "
-          "| app path (served fwd + CAM + overlay) | baseline/forward | served forward, in blocks alternating with the app path's "
+          "| app path (served fwd + CAM + overlay) | baseline/forward "
+          "| served forward, in blocks alternating with the app path's "
           "| app path/served forward (blocks) | app path/forward "
           "| load s (as served) | served trunk | its trunk ms | optimize_for_inference trunk ms | trunk ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -254,7 +259,8 @@ def main() -> int:
               f"{r['forward_1_thread']['p50']:.1f} | {folded:.1f} | {served:.1f} | {served / f:.2f} | "
               f"{r['baseline']['p50']:.1f} (p95 {r['baseline']['p95']:.1f}) | "
               f"{r['fast']['p50']:.1f} (p95 {r['fast']['p95']:.1f}) | {r['baseline']['p50'] / f:.2f} | "
-              f"{r['forward_served_paired']['p50']:.1f} | {r['fast']['p50'] / r['forward_served_paired']['p50']:.2f} | "
+              f"{r['forward_served_blocks']['p50']:.1f} | "
+              f"{r['fast']['p50'] / r['forward_served_blocks']['p50']:.2f} | "
               f"{r['fast']['p50'] / f:.2f} | {r['load_s']:.2f} | {r['trunk']} | "
               f"{r['trunk_served']['p50']:.1f} | {r['trunk_ofi']['p50']:.1f} | "
               f"{r['trunk_served']['p50'] / r['trunk_ofi']['p50']:.2f} |")
@@ -269,7 +275,7 @@ def main() -> int:
     print(f"slowest model: {slowest['model']}")
     # Like for like: the app's path against a plain forward of the same served model, so the ratio is the
     # cost of the CAM and overlay alone; against the checkpoint as trained it is the 'app path/forward' column.
-    print(f"predict+cam/forward ratio: {slowest['fast']['p50'] / slowest['forward_served_paired']['p50']:.2f}")
+    print(f"predict+cam/forward ratio: {slowest['fast']['p50'] / slowest['forward_served_blocks']['p50']:.2f}")
     return 0
 
 
