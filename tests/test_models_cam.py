@@ -175,7 +175,7 @@ def test_overlay_blend_is_within_one_level_for_every_pair_of_levels():
 def test_cam_post_processing_is_gradcams_bit_for_bit(shape, size):
     """The CAM's min–max and resize are grad-cam's own scale_cam_image, copied: the same bits, near-zero maps too."""
     from pytorch_grad_cam.utils.image import scale_cam_image
-    from tumortrace.cam import _normalise_like_gradcam
+    from tumortrace.cam import _normalise_like_gradcam, _scale_like_gradcam
 
     rng = np.random.default_rng(3)
     maps = [rng.normal(0, 1, shape), rng.uniform(0, 1e-8, shape), np.zeros(shape), -rng.uniform(0, 1, shape),
@@ -185,6 +185,9 @@ def test_cam_post_processing_is_gradcams_bit_for_bit(shape, size):
         ours = _normalise_like_gradcam(cam, size)
         assert ours.dtype == reference.dtype == np.float32 and ours.shape == reference.shape
         np.testing.assert_array_equal(ours, reference)
+        # the second scale's own ReLU, which the resize leaves with nothing to do here, on maps below 0 too
+        np.testing.assert_array_equal(_scale_like_gradcam(cam.copy(), relu_in_place=True),
+                                      scale_cam_image(np.maximum(cam, 0)[None])[0])
 
 
 def test_the_app_imports_neither_grad_cam_nor_scikit_learn_with_itself():
