@@ -105,23 +105,15 @@ def test_nothing_is_set_once_libgomp_is_loaded(monkeypatch):
     assert openmp.describe(False) == "OpenMP spin left as found"
 
 
-def test_the_app_sets_it_before_it_imports_torch():
-    code = ("import json, os\n"
+@pytest.mark.parametrize("module", ["app", "tumortrace.predict"])
+def test_the_app_and_the_predict_cli_set_it_before_they_import_torch(module):
+    """Both run each prediction's CAM and map right after its forward, on the caller's thread."""
+    code = ("import importlib, json, os\n"
             "for name in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY'): os.environ.pop(name, None)\n"
-            "import app, torch\n"
+            f"module = importlib.import_module({module!r})\n"
+            "import torch\n"
             "from tumortrace import openmp\n"
-            "print(json.dumps([app._OPENMP_SPIN, os.environ.get('GOMP_SPINCOUNT'), openmp.SPIN_COUNT]))")
-    applied, variable, count = json.loads(run_cli("-c", code, check=True).stdout.splitlines()[-1])
-    assert applied is True and variable == str(count)
-
-
-def test_the_predict_cli_sets_it_before_it_imports_torch():
-    """``python -m tumortrace.predict`` runs each file's CAM right after its forward, on the caller's thread."""
-    code = ("import json, os\n"
-            "for name in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY'): os.environ.pop(name, None)\n"
-            "import tumortrace.predict as predict, torch\n"
-            "from tumortrace import openmp\n"
-            "print(json.dumps([predict._OPENMP_SPIN, os.environ.get('GOMP_SPINCOUNT'), openmp.SPIN_COUNT,"
+            "print(json.dumps([module._OPENMP_SPIN, os.environ.get('GOMP_SPINCOUNT'), openmp.SPIN_COUNT,"
             " 'libgomp' in openmp.loaded_runtimes()]))")
     applied, variable, count, libgomp = json.loads(run_cli("-c", code, check=True).stdout.splitlines()[-1])
     assert applied is True and variable == str(count) and libgomp is sys.platform.startswith("linux")
