@@ -87,10 +87,13 @@ def test_overlay_matches_gradcam_show_cam_on_image():
     rgb = rng.uniform(0, 1, (120, 90, 3)).astype(np.float32)
     rgb[0, 0] = 1.0  # full intensity present, as in any real slice: grad-cam's final rescale is then ~1
     cam = rng.uniform(0, 1, (32, 32)).astype(np.float32)
+    jet = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET).astype(int)
+    jet_step = np.abs(np.diff(jet, axis=0)).max()  # 5: the most a colour moves from one heat level to the next
     for opacity in (0.0, 0.45, 1.0):
         ours = overlay(rgb, cam, opacity).astype(int)
         ref = show_cam_on_image(rgb, cv2.resize(cam, (90, 120)), use_rgb=True, image_weight=1 - opacity)
-        assert np.abs(ours - ref).max() <= 2
+        # rounding (2), and one heat level (the levels are resized, not the float map) weighted by the opacity
+        assert np.abs(ours - ref).max() <= 2 + np.ceil(opacity * jet_step)
 
 
 def test_grayscale_cache_resize_equals_three_channel_resize():
@@ -137,9 +140,10 @@ def test_gray_slices_stay_one_channel_for_display_with_the_same_pixels(shape):
 
 @pytest.mark.parametrize("shape", [(588, 766), (40, 30, 3)])
 def test_overlay_is_opencvs_jet_blended_within_one_level(shape):
-    """JET from OpenCV (BGR → RGB), blended with ``addWeighted``: within one level, exact at opacity 0 and 1."""
+    """JET from OpenCV (BGR → RGB) of the map's levels, blended with ``addWeighted``: within one level, exact at
+    opacity 0 and 1."""
     import cv2
-    from tumortrace.cam import _normalise_like_gradcam
+    from tumortrace.cam import _normalise_like_gradcam, heat_levels
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     h, w = shape[:2]
@@ -147,14 +151,32 @@ def test_overlay_is_opencvs_jet_blended_within_one_level(shape):
     in_range = _normalise_like_gradcam(rng.normal(0, 1, (7, 7)).astype(np.float32), (224, 224))  # as the app's
     out_of_range = rng.uniform(-0.1, 1.1, (14, 14)).astype(np.float32)  # clipped first
     for cam in (in_range, out_of_range):
-        mask = np.clip(cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
-        heat = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+        heat = cv2.cvtColor(cv2.applyColorMap(heat_levels(cam, (w, h)), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
         for opacity in (0.0, 0.3, 0.45, 1.0):
             expected = cv2.addWeighted(heat, opacity, rgb, 1 - opacity, 0)
             ours = overlay(image, cam, opacity)
             assert ours.shape == expected.shape and ours.dtype == np.uint8
             difference = np.abs(ours.astype(int) - expected).max()
             assert difference == 0 if opacity in (0.0, 1.0) else difference <= 1, (opacity, difference)
+
+
+@pytest.mark.parametrize("cam_shape, size_wh", [((224, 224), (766, 588)), ((224, 224), (90, 120)),
+                                                ((7, 7), (300, 200)), ((160, 160), (160, 160))])
+def test_heat_levels_are_within_one_level_of_truncating_a_float_resize(cam_shape, size_wh):
+    """The overlay resizes the map's levels (uint8), not the float map: each level within one of grad-cam's
+    ``uint8(255 * mask)`` of the (clipped) map resized as float, and the same where nothing is resized."""
+    import cv2
+    from tumortrace.cam import _normalise_like_gradcam, heat_levels
+    rng = np.random.default_rng(4)
+    smooth = _normalise_like_gradcam(rng.normal(0, 1, (7, 7)).astype(np.float32), cam_shape[::-1])  # as the app's
+    rough = rng.uniform(-0.2, 1.2, cam_shape).astype(np.float32)  # neighbours far apart, out of range too
+    for cam in (smooth, rough):
+        float_first = np.uint8(255 * cv2.resize(np.clip(cam, 0, 1), size_wh, interpolation=cv2.INTER_LINEAR))
+        ours = heat_levels(cam, size_wh)
+        assert ours.shape == float_first.shape and ours.dtype == np.uint8
+        difference = np.abs(ours.astype(int) - float_first).max()
+        assert difference == 0 if cam_shape == size_wh[::-1] else difference <= 1, difference
+        assert cam.min() < 0 or cam is smooth  # the caller's map is left as it was (clipped on a copy)
 
 
 def test_overlay_blend_is_within_one_level_for_every_pair_of_levels():
