@@ -271,7 +271,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         Wired with Gradio's pre- and postprocessing off, so the inputs and outputs are Gradio's wire format
         (the upload as a FileData dict whose path Gradio has checked is in its upload folder). The
         components' own preprocess and postprocess run here instead: Gradio would run each of the eight in
-        a worker thread of its own, ~7 ms of Gradio's time around a lone request (benchmarks/README.md).
+        a worker thread of its own, ~7 ms of Gradio's time around a lone request (benchmarks/HISTORY.md).
         """
         model_name = api_input(model_choice, model_name, f"the model must be one of: {', '.join(choices) or 'none'}")
         opacity = api_input(opacity_slider, opacity, "the Grad-CAM opacity must be a number from 0 to 1")
@@ -514,7 +514,7 @@ def threads_per_prediction(requested: int, concurrency: int, cores: int | None =
 
     Torch's default is one thread per core for every call; two concurrent predictions then run four busy
     threads on two cores. Sharing the cores instead cut the server's CPU per request by ~10% under 8
-    clients with the same single-client latency (benchmarks/README.md).
+    clients with the same single-client latency (benchmarks/HISTORY.md).
     """
     if requested > 0:
         return requested
@@ -527,7 +527,7 @@ def import_after_start(module: str) -> threading.Thread:
     """Import ``module`` on a thread of its own once the server is up, rather than before it serves.
 
     For scikit-learn (``tumortrace.metrics``, ~0.7 s of imports): the cold start to serving went from 5.36 to
-    4.85 s (benchmarks/README.md). Imported beside the model loading instead it saved nothing: both hold the
+    4.85 s (benchmarks/HISTORY.md). Imported beside the model loading instead it saved nothing: both hold the
     GIL most of the time. A handler that needs the module before it is ready waits on Python's import lock.
     """
     import importlib
@@ -541,7 +541,7 @@ def server_stack(demo: gr.Blocks) -> str:
 
     Gradio leaves both to uvicorn's "auto", which takes uvloop and httptools when they are installed
     (requirements.txt) and asyncio and the pure-Python h11 otherwise: a third of the server's CPU per
-    request is this event loop's (benchmarks/README.md), so the log says which one runs."""
+    request is this event loop's (benchmarks/HISTORY.md), so the log says which one runs."""
     try:
         loop = type(demo.server.servers[0].get_loop()).__module__.split(".")[0]
         http = demo.server.config.http_protocol_class.__module__.rsplit(".", 1)[-1].removesuffix("_impl")

@@ -199,7 +199,7 @@ def bench_model(name: str, loaded, served, image, runs: int, threads: int) -> di
     # The app's path against the served forward, each timed right after a run of its own (timed_in_blocks). In
     # the loop above the served forward runs right after the eager one, whose other weights it then reads from
     # memory (for Lite0 ~0.8 ms slower, the ratio ~0.07 low); run by run in turn with the app's path it ran after
-    # the overlay (~0.2 ms slower, the ratio ~0.05 low): benchmarks/README.md, eighth and ninth sessions.
+    # the overlay (~0.2 ms slower, the ratio ~0.05 low): benchmarks/HISTORY.md, eighth and ninth sessions.
     row["forward_served_blocks"], row["fast"] = timed_in_blocks((served_forward_no_grad, fast), runs)
     row["forward_inference_mode"] = timed(forward_inference_mode, runs)
     row["baseline"] = timed(baseline, runs)

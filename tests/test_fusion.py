@@ -266,7 +266,7 @@ def test_where_nothing_is_fused_the_trunk_is_optimised_for_inference(model, monk
 
 def test_the_trunk_records_its_threads_and_says_once_when_asked_for_others(model, caplog):
     """Run at another thread count than it was built for it gains nothing and can be much slower (timed in
-    benchmarks/README.md), so a caller asking for another is told once, in the log; the answer is the same."""
+    benchmarks/HISTORY.md), so a caller asking for another is told once, in the log; the answer is the same."""
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -285,7 +285,7 @@ def test_the_trunk_records_its_threads_and_says_once_when_asked_for_others(model
 
 
 def test_the_frozen_trunk_gets_channels_last_inputs_and_answers_as_the_eager_one(model):
-    """The trunk is traced in channels-last format (oneDNN's own; Lite0 0.75× the time, benchmarks/README.md):
+    """The trunk is traced in channels-last format (oneDNN's own; Lite0 0.75× the time, benchmarks/HISTORY.md):
     an ordinary NCHW input is converted on its way to the frozen copy, and the answer does not change."""
     from torch import nn
 

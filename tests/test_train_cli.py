@@ -298,7 +298,7 @@ def test_train_throughput_benchmark_prints_its_table():
 
 
 def test_side_stream_ab_runs_training_and_refuses_another_mode(manifest_data, tmp_path):
-    # The A/B itself needs a CUDA GPU (benchmarks/README.md); here: the mode is taken off and the rest reaches
+    # The A/B itself needs a CUDA GPU (benchmarks/HISTORY.md); here: the mode is taken off and the rest reaches
     # training/train.py intact, so the script still runs when someone reruns the figures.
     out = run_cli("benchmarks/side_stream_ab.py", "side", "--data", str(manifest_data), "--out", str(tmp_path / "ab"),
                   "--arch", "resnet18", "--no-pretrained", "--image-size", "32", "--batch-size", "8",

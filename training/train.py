@@ -160,7 +160,7 @@ def make_loaders(args, model, images, samples, split, dist_info):
                                      GpuAugment(model.image_size, model.mean, model.std,
                                                 erasing=args.random_erasing), sampler, drop_last,
                                      # on an H100 the side stream cut ResNet18's data wait at batch 128 from
-                                     # 3.6-13.5% to 1.8-3.5%; with torch.compile it made it worse (benchmarks/README.md)
+                                     # 3.6-13.5% to 1.8-3.5%; with torch.compile it made it worse (benchmarks/HISTORY.md)
                                      side_stream=not args.compile)
     else:
         train_loader = DataLoader(train_set, args.batch_size, shuffle=sampler is None, sampler=sampler,

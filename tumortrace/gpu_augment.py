@@ -17,7 +17,7 @@ batch costs about a dozen kernel launches and should never make the CPU wait for
 meta device and finds no read-back before the last step and two host-to-device copies per batch; both
 passed on an H100). ``DeviceBatches(side_stream=True)`` augments the next batch on a second CUDA stream
 while the current step runs: the augmentation's 1.8 ms of GPU work per batch of 128 then overlaps the
-model's kernels instead of queueing behind them (benchmarks/README.md).
+model's kernels instead of queueing behind them (benchmarks/HISTORY.md).
 """
 from __future__ import annotations
 

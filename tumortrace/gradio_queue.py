@@ -1,5 +1,5 @@
 """Gradio's queue as the app serves with it: without the traffic summary nobody reads, and with its two
-background loops waiting for work instead of polling while the app is idle (benchmarks/README.md)."""
+background loops waiting for work instead of polling while the app is idle (benchmarks/HISTORY.md)."""
 from __future__ import annotations
 
 import asyncio
@@ -46,7 +46,7 @@ class WakeOnWorkQueue(ServingQueue):
     In Gradio 6.31 the dispatch loop sleeps 1 ms and looks again whenever it has nothing to start (the queue
     is empty, or the prediction's concurrency limit is reached with requests waiting), and the progress loop
     looks at the running jobs every 10 ms whether any run or not: ~1,100 wake-ups a second of the event
-    loop that also serves every HTTP request, ~5% of a core when the app is idle (benchmarks/README.md).
+    loop that also serves every HTTP request, ~5% of a core when the app is idle (benchmarks/HISTORY.md).
     Here, once nothing has been queued, started or finished for ``POLL_AFTER_WORK_S``, both loops wait
     instead until an event is queued (``push``), a running one gives its slot back (in ``process_events``,
     before that coroutine's own clean-up, which it awaits) or a job starts, looking anyway every

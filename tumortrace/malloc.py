@@ -1,6 +1,6 @@
 """glibc malloc settings for a process that serves predictions (the app, ``tumortrace.predict``, the benchmarks).
 
-Two of glibc's defaults cost a serving process, both measured (benchmarks/README.md):
+Two of glibc's defaults cost a serving process, both measured (benchmarks/HISTORY.md):
 
 - **Arenas.** Each request thread gets an arena of its own (up to 8 per core); decoding slices of varying
   sizes fragments them and the server's memory drifts up. Capped at 2.

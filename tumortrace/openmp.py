@@ -9,7 +9,7 @@ the calling thread alone while the worker burns the other core, and on these 2-v
 made the numpy and OpenCV steps after a forward slower (the JET lookup 0.31 against 0.18 ms, ad hoc).
 Predict + CAM + overlay against a plain forward, each timed right after a run of its own: EfficientNet-Lite0
 1.42–1.44× with libgomp's default against 1.36–1.39× with ``SPIN_COUNT``, ResNet18 1.30–1.32× against
-1.25–1.29×, the forward no slower (benchmarks/README.md). ``SPIN_COUNT`` spins at most ~0.3 ms here; not
+1.25–1.29×, the forward no slower (benchmarks/HISTORY.md). ``SPIN_COUNT`` spins at most ~0.3 ms here; not
 spinning at all (``OMP_WAIT_POLICY=passive``) made the forward 5–15% slower.
 
 libgomp reads its environment once, when it is loaded (with ``import torch``), so :func:`shorten_spin` must

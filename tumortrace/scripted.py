@@ -6,7 +6,7 @@ applies ReLU6 and TensorFlow-"SAME" padding as passes of their own. The traced t
 PyTorch's oneDNN Graph fuser (``torch.jit.enable_onednn_fusion``), which hands whole runs of convolutions,
 additions and activations to oneDNN as fused partitions: against ``optimize_for_inference`` (what this
 module did before) a ResNet18 trunk takes 0.66–0.68× the time and a Lite0 one 0.76–0.99× (1 and 2 threads;
-benchmarks/README.md). Where the fuser finds nothing to fuse (a torch build without it), the frozen trunk is
+benchmarks/HISTORY.md). Where the fuser finds nothing to fuse (a torch build without it), the frozen trunk is
 optimised with ``optimize_for_inference`` instead (oneDNN-packed weights, fused activations): Lite0 0.67–0.74×
 and ResNet18 0.84–0.86× of eager. Both together crashed (``std::bad_alloc`` on ResNet18), so never both.
 
@@ -25,13 +25,13 @@ The trunk is traced and served in channels-last (NHWC) memory format, its weight
 each input converted on the way in (a 1×3×S×S copy): oneDNN's kernels work in NHWC, and with NCHW tensors
 between the fused partitions an EfficientNet-Lite0 trunk took 9.4 ms at 1 thread and 5.2 ms at 2, against
 7.1 and 3.9 in channels-last (0.75×; ResNet18 11.8 and 5.3 either way; the same outputs to the last bit
-here; benchmarks/README.md).
+here; benchmarks/HISTORY.md).
 
 The trunk is built for the torch thread count in force while it is built (its kernels are compiled then).
 Run at another count it gained nothing and was often much slower: a ResNet18 trunk built at 1 thread took
 11.3 ms on a worker thread asking for 2 threads as for 1, and 19–29 ms (against 10) on the thread that built
 it; built at 2 threads, 6.6–6.8 ms on a worker thread asking for 1, and 20–131 ms after switching back and
-forth on the thread that built it (benchmarks/README.md). So the trunk records the count, names it in the
+forth on the thread that built it (benchmarks/HISTORY.md). So the trunk records the count, names it in the
 log, and says once when a thread asks for another: set the threads before loading, as the app and
 ``tumortrace.predict`` do.
 """
