@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import machine  # noqa: E402
 from apputil import client_files_in, running_app, serving_line  # noqa: E402
 from load import cpu_seconds, raw_http_request, run_clients, summarize  # noqa: E402
 
@@ -121,7 +122,7 @@ def main() -> int:
             servers[side] = stack.enter_context(running_app("--model", str(model), *extra.split(), temp_dir=temp,
                                                             root=root, env=env))
         servers = {side: servers[side] for side in "AB"}  # A's column first whichever started first
-        print(f"# A: {ROOT} {args.a_args or '(defaults)'}; B: {args.b_root} {args.b_args or '(defaults)'}"
+        print(f"# {machine.describe()}; A: {ROOT} {args.a_args or '(defaults)'}; B: {args.b_root} {args.b_args or '(defaults)'}"
               f"{' ' + ' '.join(args.b_env) if args.b_env else ''}; model {model.name}; "
               f"{'B' if args.b_first else 'A'}'s server started first")
         for side, (_, proc) in servers.items():

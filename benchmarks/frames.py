@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import machine  # noqa: E402
 from hostile import dicom_bytes, mr_small  # noqa: E402
 from tumortrace.images import load_frames, load_image  # noqa: E402
 
@@ -58,7 +59,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds, alternating the two ways (default: 3)")
     args = p.parse_args()
     encodings = {"native": None, "RLE Lossless": "1.2.840.10008.1.2.5"}
-    print(f"# {args.frames} frames of {args.side}×{args.side} 16-bit, {args.rounds} rounds, {time.strftime('%Y-%m-%d')}")
+    print(f"# {machine.describe()}; {args.frames} frames of {args.side}×{args.side} 16-bit, {args.rounds} rounds, "
+          f"{time.strftime('%Y-%m-%d')}")
     print("| encoding | file MiB | load_image per frame ms | load_frames ms | ratio |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,6 @@ its own steady state (every timed run right after a run of its own; blocks of th
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import machine  # noqa: E402
 from tumortrace import openmp  # noqa: E402
 
 SPIN = openmp.shorten_spin()  # as the app does: before torch loads libgomp
@@ -230,7 +230,7 @@ def main() -> int:
     image_path = args.image or sorted(p for p in (ROOT / "examples").glob("*.png"))[0]
     image = load_image(image_path)
     folders = model_folders(args.weights)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+    print(f"# {machine.describe()}, torch {torch.__version__}, {args.threads} threads, "
           f"{args.runs} runs, image {image_path.name} {image.size[0]}×{image.size[1]}, {allocator}, "
           f"{openmp.describe(SPIN)}, {time.strftime('%Y-%m-%d')}")
     gflops = matmul_gflops(args.threads)

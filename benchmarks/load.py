@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import machine  # noqa: E402
 from apputil import client_files_in, new_client, running_app  # noqa: E402
 from hostile import CASES, write_case  # noqa: E402
 from tumortrace import openmp  # noqa: E402
@@ -346,7 +347,7 @@ def main() -> int:
     predict_here = in_process_predictor(str(model), valid[0], "--no-fold-batchnorm" not in app_args,
                                         "--no-torchscript" not in app_args)
     baseline = in_process_ms(predict_here)
-    print(f"# model {model.name}; in-process predict+CAM+overlay p50 {baseline:.1f} ms; "
+    print(f"# {machine.describe()}; model {model.name}; in-process predict+CAM+overlay p50 {baseline:.1f} ms; "
           f"{args.seconds:.0f} s per phase; hostile mix {'on' if hostile else 'off'}; "
           f"gradio_client TLS context {'per request (stock)' if args.stock_client else 'shared'}; app options: {args.app_args or 'defaults'}")
     upload_digests = {hashlib.sha256(f.read_bytes()).hexdigest() for f in valid + hostile if f.stat().st_size}

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 LIBGOMP_DEFAULT = 300_000  # libgomp's GOMP_SPINCOUNT when neither it nor OMP_WAIT_POLICY is set
 
@@ -77,7 +79,8 @@ def main() -> int:
 
     settings = {f"libgomp's default ({LIBGOMP_DEFAULT})": LIBGOMP_DEFAULT, f"the app's ({SPIN_COUNT})": SPIN_COUNT}
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    print(f"# {args.threads} torch threads, {args.runs} runs, {args.rounds} rounds, {time.strftime('%Y-%m-%d')}")
+    print(f"# {machine.describe()}, {args.threads} torch threads, {args.runs} runs, {args.rounds} rounds, "
+          f"{time.strftime('%Y-%m-%d')}")
     print("| GOMP_SPINCOUNT | round | worker spin after a region ms | model | forward ms | app path ms | app path/forward |")
     print("|---|---|---|---|---|---|---|")
     results = {name: [] for name in settings}

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import machine  # noqa: E402
 from inference import timed  # noqa: E402
 
 from tumortrace.data import SliceDataset  # noqa: E402
@@ -61,7 +62,8 @@ def print_host_side(args) -> None:
 
 
 def cpu_table(args, device, images, labels) -> None:
-    print(f"# device cpu, {torch.get_num_threads()} threads, {args.image_size}², batch {args.batch_sizes[0]}")
+    print(f"# device cpu: {machine.describe()}, {torch.get_num_threads()} threads, {args.image_size}², "
+          f"batch {args.batch_sizes[0]}")
     print("| arch | workers | images/s | data wait |\n|---|---|---|---|")
     for arch in args.archs:
         model = TumorClassifier(arch=arch, image_size=args.image_size)

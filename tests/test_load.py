@@ -101,6 +101,7 @@ def test_inference_benchmark_prints_its_table_and_ratio(trained_model):
     proc = run_cli("benchmarks/inference.py", "--runs", "3", "--weights", str(weights), "--no-cold-start", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
+    assert lines[0].startswith("# ") and "CPUs available, torch kernels " in lines[0]  # which CPU gave these figures
     row = next(l for l in lines if l.startswith(f"| {trained_model.name} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert len(cells) == 21 and float(cells[9]) > 0  # served / forward
