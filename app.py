@@ -38,7 +38,7 @@ _OPENMP_SPIN = openmp.shorten_spin()
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__, malloc, server_hops  # noqa: E402
+from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__, gradio_paths, malloc, server_hops  # noqa: E402
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
 from tumortrace.gradio_queue import serving_queue  # noqa: E402
@@ -552,10 +552,14 @@ def server_stack(demo: gr.Blocks) -> str:
 
 def launch(demo: gr.Blocks, **options) -> list[str]:
     """Start serving ``demo`` in the background (``demo.block_thread()`` waits), as the app always does; what
-    ``tumortrace.server_hops`` applied to its server.
+    ``tumortrace.server_hops`` applied to its server. Gradio's path checks resolve its configured folders
+    once (``tumortrace.gradio_paths``).
 
     Gradio's /monitoring endpoints are off: the app has no use for its traffic dashboard, which would
     otherwise be reachable without a login on a local app, and ServingQueue skips their summary."""
+    if not gradio_paths.resolve_folders_once():
+        log.warning("gradio.utils.is_in_or_equal is not the function tumortrace.gradio_paths repeats (another "
+                    "Gradio than requirements.txt pins?): its path checks resolve every folder on every call")
     demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, prevent_thread_lock=True, footer_links=["api"],
                 enable_monitoring=False, css=CSS, **options)
     return server_hops.fewer_hops(demo.app)
@@ -607,9 +611,9 @@ def main(args: argparse.Namespace) -> int:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)
     log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s; %s; "
-             "%s; %s", len(registry.models), args.host, args.port, f" and {demo.share_url}" if demo.share_url else "",
+             "%s; %s; %s", len(registry.models), args.host, args.port, f" and {demo.share_url}" if demo.share_url else "",
              args.concurrency, torch.get_num_threads(), openmp.describe(_OPENMP_SPIN), malloc.describe(allocator),
-             server_stack(demo), server_hops.describe(hops))
+             server_stack(demo), server_hops.describe(hops), gradio_paths.describe())
     try:
         demo.block_thread()
     finally:

@@ -239,6 +239,7 @@ def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
     # requirements.txt installs both; Gradio leaves the choice to uvicorn's "auto"
     assert "uvloop event loop, httptools HTTP parser" in log, log[-2000:]
     assert "fewer thread hops: login check on the event loop, files read in 1 MiB chunks" in log, log[-2000:]
+    assert "Gradio's configured folders resolved once for its path checks" in log, log[-2000:]  # tumortrace.gradio_paths
     from tumortrace import openmp  # the app inherits this process's environment
     given = [name for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if name in os.environ]
     assert (f"OpenMP spin as the environment sets it ({given[0]}=" if given
