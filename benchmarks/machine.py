@@ -2,8 +2,9 @@
 
 The same script gives other figures on another CPU, and this project's 2-core machines are not all alike:
 a 2048² fp32 matmul ran at 374 GFLOP/s in one session and at 159 on an AMD EPYC in the next, where
-Lite0's app path/served forward went from 1.35 to 1.27. A figure is only comparable with one from the same
-CPU. Reads /proc/cpuinfo and never imports torch (load.py and openmp_spin.py must set libgomp's spin first).
+Lite0's app path/served forward went from a median 1.35 to 1.25. A figure is only comparable with one
+from the same CPU. Reads /proc/cpuinfo and never imports torch (load.py and openmp_spin.py must set
+libgomp's spin first).
 """
 from __future__ import annotations
 
