@@ -122,7 +122,8 @@ def main() -> int:
             servers[side] = stack.enter_context(running_app("--model", str(model), *extra.split(), temp_dir=temp,
                                                             root=root, env=env))
         servers = {side: servers[side] for side in "AB"}  # A's column first whichever started first
-        print(f"# {machine.describe()}; A: {ROOT} {args.a_args or '(defaults)'}; B: {args.b_root} {args.b_args or '(defaults)'}"
+        print(f"# {machine.describe()}; A: {ROOT} {args.a_args or '(defaults)'}; "
+              f"B: {args.b_root} {args.b_args or '(defaults)'}"
               f"{' ' + ' '.join(args.b_env) if args.b_env else ''}; model {model.name}; "
               f"{'B' if args.b_first else 'A'}'s server started first")
         for side, (_, proc) in servers.items():

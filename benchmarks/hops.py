@@ -14,8 +14,9 @@ import collections
 import uuid
 from pathlib import Path
 
-import machine  # noqa: I001 (reads /proc only)
 from serve_here import ROOT, work_folder  # before anything imports Gradio
+
+import machine
 
 WORK = work_folder("hops")  # the app's files and the clients', removed at the end
 
@@ -46,7 +47,8 @@ def measure(args) -> int:
         for _ in range(args.requests):
             raw_http_request(http, url, image, name, session_hash=session)
     counts = collections.Counter(calls)
-    print(f"# {machine.describe()}; model {name}; {args.requests} one-client predictions over raw HTTP ({image.name}); hops per request")
+    print(f"# {machine.describe()}; model {name}; {args.requests} one-client predictions over raw HTTP "
+          f"({image.name}); hops per request")
     print("| hops | function run in a worker thread |\n|---|---|")
     for function, n in counts.most_common():
         print(f"| {n / args.requests:g} | `{function}` |")

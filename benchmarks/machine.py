@@ -9,6 +9,7 @@ libgomp's spin first).
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -51,7 +52,6 @@ def describe(cpuinfo: str | None = None) -> str:
         details.append(f"family {fields['cpu family']} model {fields['model']}")
     if "flags" in fields:
         details.append(vector_isa(set(fields["flags"].split())))
-    import platform
     head = name or platform.processor() or platform.machine() or "unknown CPU"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch = sys.modules.get("torch")  # named only where the script has loaded it already

@@ -18,8 +18,9 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import machine  # noqa: I001 (reads /proc only)
 from serve_here import ROOT, work_folder  # before anything imports Gradio
+
+import machine
 
 WORK = work_folder("threads")  # the app's files and the clients', removed at the end
 
@@ -82,7 +83,8 @@ def measure(args) -> int:
     url, name = app_in_process(args.model), Path(args.model).name
     valid = sorted((ROOT / "examples").glob("busi_*.png"))
     run_clients(url, max(args.clients), 8, valid, [], name)  # warm-up: every handler thread exists after it
-    print(f"# {machine.describe()}; model {name}; {args.seconds:.0f} s per phase; server CPU ms per request, by thread group")
+    print(f"# {machine.describe()}; model {name}; {args.seconds:.0f} s per phase; server CPU ms per request, "
+          "by thread group")
     print(f"| clients | requests | req/s | {EVENT_LOOP} | {HANDLERS} | {ENCODER} | {NATIVE} | server total | "
           "event loop share |\n|---|---|---|---|---|---|---|---|---|")
     for n in args.clients:

@@ -1,12 +1,12 @@
 """benchmarks/machine.py: the CPU named in every benchmark's header, so figures from different machines are not
 compared as if they were one."""
-import subprocess
+import os
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, run_cli
+
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import machine  # noqa: E402
@@ -44,7 +44,7 @@ def test_the_line_names_the_first_cpu_its_generation_and_widest_vectors(cpuinfo,
     line = machine.describe(cpuinfo)
     assert line.startswith(expected), line
     assert "a second CPU" not in line
-    assert f", {len(machine.os.sched_getaffinity(0))} CPUs available" in line
+    assert f", {len(os.sched_getaffinity(0))} CPUs available" in line
 
 
 def test_a_cpu_without_a_model_name_is_still_named():
@@ -57,6 +57,6 @@ def test_it_names_torchs_kernels_only_where_torch_is_loaded_and_never_loads_it()
     code = ("import sys; sys.path.insert(0, 'benchmarks'); import machine; line = machine.describe(); "
             "print('torch' in sys.modules, 'torch kernels' in line); import torch; "
             "print('torch kernels ' + torch.backends.cpu.get_cpu_capability() in machine.describe())")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = run_cli("-c", code, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False", "True"]

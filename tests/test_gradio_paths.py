@@ -53,7 +53,8 @@ def test_the_same_answers_as_gradios_own_check(tree):
     try:
         os.chdir(tree)
         assert gradio_paths.is_in_or_equal("allowed/a.png", "allowed") == gradios("allowed/a.png", "allowed") is True
-        assert gradio_paths.is_in_or_equal("allowed/to_outside", "allowed") is gradios("allowed/to_outside", "allowed") is False
+        assert (gradio_paths.is_in_or_equal("allowed/to_outside", "allowed")
+                is gradios("allowed/to_outside", "allowed") is False)
     finally:
         os.chdir(here)
 
@@ -117,7 +118,8 @@ def test_the_served_app_still_serves_only_what_it_may(tree):
                 assert http.get(url + str(allowed / "sub" / "b.png")).status_code == 200
                 assert http.get(url + str(allowed / "to_inside")).status_code == 200
                 for refused in (tree / "outside" / "secret.txt", allowed / "to_outside",
-                                tree / "allowed_sibling" / "c.png", allowed / "sub" / ".." / ".." / "outside" / "secret.txt"):
+                                tree / "allowed_sibling" / "c.png",
+                                allowed / "sub" / ".." / ".." / "outside" / "secret.txt"):
                     assert http.get(url + str(refused)).status_code == 403, refused
     finally:
         demo.close()
