@@ -382,8 +382,8 @@ def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monk
 
 @pytest.mark.parametrize("shape", [(37, 53), (64, 48, 3)])
 def test_the_slice_png_is_lossless_gray_and_rgb(tmp_path, monkeypatch, shape):
-    """The slice goes out as a PNG with one row filter and zlib level 1: fast, and still bit-exact (Pillow reads
-    it back; RGB order kept), with a smooth half where the filter matters and a noisy half where it does not."""
+    """The slice goes out as a PNG (tumortrace.png, fast) that is still bit-exact (Pillow reads it back; RGB order
+    kept), with a smooth half where the filter matters and a noisy half where it does not."""
     import app
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))

@@ -1,4 +1,6 @@
 """Short CI variant of benchmarks/load.py: concurrent clients, valid + hostile files, against the real app."""
+import re
+
 import pytest
 
 from conftest import ROOT, run_cli
@@ -183,3 +185,14 @@ def test_frames_benchmark_reads_every_frame_both_ways():
     for row in rows:
         size, slow, fast, ratio = (float(c) for c in row.strip("|").split("|")[1:])
         assert size > 0 and slow > 0 and fast > 0 and ratio > 0  # both ways read all 4 frames, or it exits 1
+
+
+def test_png_benchmark_compares_both_encoders_on_each_set():
+    proc = run_cli("benchmarks/png_encode.py", "--runs", "1", "--synthetic", "2", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # exits 1 if a PNG is not lossless
+    rows = {l.split("|")[1].strip(): l for l in proc.stdout.splitlines() if l.startswith("| shipped") or
+            l.startswith("| synthetic")}
+    assert set(rows) == {"shipped examples (BUSI)", "synthetic MR-like"}
+    assert rows["synthetic MR-like"].split("|")[2].strip() == "2"
+    assert re.fullmatch(r"encode_png/OpenCV time ratio \(median over \d+ images\): \d+\.\d\d",
+                        proc.stdout.strip().splitlines()[-1])
