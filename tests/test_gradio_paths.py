@@ -101,6 +101,7 @@ def test_it_replaces_gradios_function_where_gradio_refers_to_it_and_only_that_fu
     assert not gradio_paths.applied() and gradio_paths.describe() == "Gradio's path checks as they are"
 
 
+@pytest.mark.slow
 def test_the_served_app_still_serves_only_what_it_may(tree):
     import httpx
 
