@@ -27,13 +27,13 @@ def _gray(w=64, h=48) -> Image.Image:
 def _bomb_png(w=30000, h=30000) -> bytes:
     """A tiny PNG whose header claims 30k×30k pixels (decompression bomb)."""
     import zlib
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    from tumortrace.png import SIGNATURE, chunk
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
     comp = zlib.compressobj(9)
     row = b"\x00" + b"\x00" * w
     data = b"".join(comp.compress(row) for _ in range(200)) + comp.flush()
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    return SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 def _u16(values: np.ndarray) -> bytes:

@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 from isal import isal_zlib
 
-_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first 8 bytes of every PNG
 _COLOR_TYPE = {1: 0, 3: 2}  # channels → PNG colour type: grayscale, truecolour (RGB)
 _SUB = 1  # PNG filter type: each byte minus the byte one pixel to its left
 _MAX_CHUNK = 2**31 - 1  # PNG's limit on a chunk's length
@@ -32,10 +32,10 @@ def encode_png(pixels: np.ndarray, level: int = 1) -> bytes:
     if len(deflated) > _MAX_CHUNK:
         raise ValueError(f"a {width}×{height} image is too large for one PNG data chunk")
     return b"".join((
-        _SIGNATURE,
-        _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPE[channels], 0, 0, 0)),
-        _chunk(b"IDAT", deflated),
-        _chunk(b"IEND", b""),
+        SIGNATURE,
+        chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPE[channels], 0, 0, 0)),
+        chunk(b"IDAT", deflated),
+        chunk(b"IEND", b""),
     ))
 
 
@@ -50,5 +50,6 @@ def _sub_filtered_rows(pixels: np.ndarray, channels: int) -> np.ndarray:
     return rows
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+def chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: the data's length, the chunk's kind, the data, the CRC of kind and data."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
