@@ -2,7 +2,7 @@
 
 The slice the app shows goes out as this PNG on every prediction. OpenCV's encoder with the app's earlier
 settings (zlib level 1, run-length strategy, Sub filter) took 4.6 ms for a 766×588 BUSI slice here; this
-takes 1.4 ms, for 5–6% more bytes on BUSI slices and <1% on MR-like ones with an empty background
+takes 1.4 ms, for 5–8% more bytes on BUSI slices and <1% on MR-like ones with an empty background
 (benchmarks/png_encode.py, benchmarks/HISTORY.md). The difference is libpng's per-row work and zlib's
 deflate against ISA-L's.
 """
