@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,14 +38,16 @@ _OPENMP_SPIN = openmp.shorten_spin()
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tumortrace import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__, gradio_paths, malloc, server_hops  # noqa: E402
+from tumortrace import (CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__, gradio_paths, gradio_uploads,  # noqa: E402
+                        malloc, server_hops)
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
 from tumortrace.gradio_queue import serving_queue  # noqa: E402
-from tumortrace.images import ImageLoadError, LoadedImage, check_frame_number, load_image  # noqa: E402
+from tumortrace.images import ImageLoadError, LoadedImage  # noqa: E402
 from tumortrace.inference import Prediction, display_pixels, predict_image  # noqa: E402
 from tumortrace.png import encode_png  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
+from tumortrace.uploads import DecodeAhead, RecentUploads, read_upload  # noqa: E402
 
 log = logging.getLogger("tumortrace.app")
 ROOT = Path(__file__).resolve().parent
@@ -72,106 +73,6 @@ class UploadFile(gr.File):
         from gradio.utils import NamedString
 
         return NamedString(f.path)
-
-
-class RecentUploads:
-    """What decoding each upload gave (the image, or the ImageLoadError) per frame, and the bytes of each
-    multi-frame upload: in memory only, keyed by the content hash in the upload's path.
-
-    Gradio stores uploads by content (folder = sha256 of the bytes), so two requests with identical
-    bytes (two reviewers clicking one example) share one file: after the first request deletes it, the
-    second is answered from here (the image, or the same specific error for a file that cannot be used)
-    instead of "cannot be opened". The race's window is a request's wait in the queue: the cap (~35
-    BUSI-sized slices) covers seconds of distinct uploads under load. A multi-frame file's bytes stay so
-    that its other frames can be chosen without uploading it again. Bounded in bytes and in age since
-    last use; nothing goes to disk. The newest entry stays even when it alone is above the cap.
-    """
-
-    def __init__(self, ttl_s: float = 300.0, max_bytes: int = 64 * 2**20):
-        self.ttl_s, self.max_bytes = ttl_s, max_bytes
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _expire(self, now: float) -> None:
-        while self._items and now - next(iter(self._items.values()))[0] > self.ttl_s:
-            self._items.popitem(last=False)
-        while len(self._items) > 1 and sum(_nbytes(v[1]) for v in self._items.values()) > self.max_bytes:
-            self._items.popitem(last=False)
-
-    def put(self, key: str, value: LoadedImage | ImageLoadError | bytes) -> None:
-        with self._lock:
-            self._items[key] = (time.monotonic(), value)
-            self._items.move_to_end(key)
-            self._expire(time.monotonic())
-
-    def get(self, key: str) -> LoadedImage | ImageLoadError | bytes | None:
-        """The value, whose age starts again (the oldest-used goes first)."""
-        with self._lock:
-            now = time.monotonic()
-            self._expire(now)
-            item = self._items.get(key)
-            if item is None:
-                return None
-            self._items[key] = (now, item[1])
-            self._items.move_to_end(key)
-            return item[1]
-
-
-def _nbytes(value: LoadedImage | ImageLoadError | bytes) -> int:
-    if isinstance(value, bytes):
-        return len(value)
-    return value.pixels.nbytes if isinstance(value, LoadedImage) else 0
-
-
-def _earlier_outcome(recent: RecentUploads, key: str, path: Path) -> LoadedImage | None:
-    """What decoding an identical upload gave: its image, or its error raised again; None if nothing."""
-    earlier = recent.get(key)
-    if earlier is not None and not isinstance(earlier, LoadedImage):
-        raise ImageLoadError(path, earlier.reason) from None
-    return earlier
-
-
-def read_upload(path: Path, recent: RecentUploads, frame: int = 1) -> LoadedImage:
-    """Frame ``frame`` of an upload, whose file is deleted as soon as it is decoded (no patient image stays
-    on disk).
-
-    The file goes only after the outcome is in ``recent``: an identical upload (same file) that finds it
-    gone then finds the outcome, where deleting it right after reading left a decode's length (~5 ms) in
-    which the other request could find neither ("cannot be opened", seen with 8 clients sending the same
-    examples). Choosing another frame of a multi-frame upload sends the same path again, whose file is
-    gone: its bytes are in ``recent``."""
-    key = f"{path.parent.name}/{path.name}"
-
-    def outcome_key(k: int) -> str:
-        return f"{key} frame {k}"
-    bytes_key = f"{key} bytes"
-    try:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            if (earlier := _earlier_outcome(recent, outcome_key(frame), path)) is not None:
-                return earlier
-            data = recent.get(bytes_key)
-            if data is None:
-                if isinstance(first := recent.get(outcome_key(1)), LoadedImage):
-                    check_frame_number(path, frame, first.frames)
-                raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload "
-                                           "once it is decoded: upload the file again") from None
-        try:
-            image = load_image(path, frame=frame, data=data)
-        except ImageLoadError as exc:
-            # Same key, same bytes, same decoding: what an identical upload got is this upload's outcome,
-            # whatever failed here.
-            if (earlier := _earlier_outcome(recent, outcome_key(frame), path)) is not None:
-                return earlier
-            recent.put(outcome_key(frame), ImageLoadError(path, exc.reason))  # without the traceback (pixels)
-            raise
-        recent.put(outcome_key(frame), image)
-        if image.frames > 1:
-            recent.put(bytes_key, data)
-        return image
-    finally:
-        _forget_upload(path)
 
 
 # ---------------------------------------------------------------- text for the page
@@ -249,10 +150,13 @@ def model_card(loaded: LoadedModel) -> str:
 
 
 # ---------------------------------------------------------------- the app
-def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int = CONCURRENCY) -> gr.Blocks:
+def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int = CONCURRENCY,
+              decode_ahead: bool = True) -> gr.Blocks:
     choices = registry.names
     first = registry.models[choices[0]] if choices else None
     recent = RecentUploads()
+    running = Running()
+    ahead = DecodeAhead(idle=running.none) if decode_ahead else None
     encoder = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tumortrace-encode")
 
     def get_model(name: str) -> LoadedModel:
@@ -277,11 +181,12 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             raise gr.Error("Upload an image first (PNG, JPEG, TIFF, BMP or DICOM).")
         started = time.perf_counter()
         loaded = get_model(model_name)
-        try:
-            image = read_upload(Path(file["path"]), recent, int(frame))
-        except ImageLoadError as exc:
-            raise gr.Error(f"Cannot use this file: {exc.reason}") from None
-        pred, heat_file, slice_file = classify(loaded, image, cam_method, opacity, encoder)
+        with running:
+            try:
+                image = read_upload(Path(file["path"]), recent, int(frame), ahead)
+            except ImageLoadError as exc:
+                raise gr.Error(f"Cannot use this file: {exc.reason}") from None
+            pred, heat_file, slice_file = classify(loaded, image, cam_method, opacity, encoder)
         notes = [f"{k}: {v}" for k, v in image.info.items() if k in ("window", "frame", "inverted", "alpha",
                                                                       "intensity_scaling", "warning")]
         decision = (f"**Decision at the model's validated threshold {pred.threshold:.3f}: {pred.decision}** "
@@ -356,7 +261,29 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             demo.load(select_model, model_choice, view, api_visibility="private")
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     serving_queue(demo)
+    if ahead is not None and not gradio_uploads.call_after_upload(demo, ahead.start):
+        log.warning("Gradio's upload route is not the one tumortrace.gradio_uploads wraps (another Gradio than "
+                    "requirements.txt pins?): uploads are decoded when their prediction is asked for")
     return demo
+
+
+class Running:
+    """How many predictions are running, counted by ``with running:`` around each."""
+
+    def __init__(self):
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self.count -= 1
+
+    def none(self) -> bool:
+        return self.count == 0
 
 
 def api_input(component: gr.components.Component, value, rule: str):
@@ -386,18 +313,6 @@ def classify(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: 
     pred = predict_image(loaded, image, cam_method)
     heat = cached_image(overlay(shown, pred.cam, opacity), "gradcam", lossless=False)
     return pred, heat, slice_png.result()
-
-
-def _forget_upload(path: Path) -> None:
-    """Delete an upload as soon as it is decoded: no patient image stays on disk."""
-    temp_root = Path(os.environ["GRADIO_TEMP_DIR"]).resolve()
-    try:
-        resolved = path.resolve()
-        if resolved.is_relative_to(temp_root):
-            # The emptied content-hash folder stays: a concurrent identical upload may be renaming into it.
-            resolved.unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("could not delete an upload: %s", exc.strerror)
 
 
 def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
@@ -479,6 +394,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"predictions run at once; more waits in the queue (default: {CONCURRENCY})")
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch CPU threads per prediction, 0 = the CPU cores available ÷ --concurrency (default: 0)")
+    p.add_argument("--no-decode-ahead", dest="decode_ahead", action="store_false",
+                   help="decode an upload only when its prediction is asked for; by default its first frame is "
+                        "decoded as it arrives, while no prediction runs, and held in memory for its request "
+                        "(default: on arrival)")
     p.add_argument("--no-fold-batchnorm", dest="fold_batchnorm", action="store_false",
                    help="serve the models' modules exactly as trained; by default each BatchNorm is folded into "
                         "its convolution (faster; outputs checked within 1e-4 at load) (default: folded)")
@@ -597,16 +516,17 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads_per_prediction(args.threads, args.concurrency))
     registry = build_registry(args.model, args.revision, fold_batchnorm=args.fold_batchnorm,
                               torchscript=args.torchscript)
-    demo = build_app(registry, args.cam_method, args.concurrency)
+    demo = build_app(registry, args.cam_method, args.concurrency, args.decode_ahead)
     hops = launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=auth)
     import_after_start("tumortrace.metrics")  # scikit-learn, for the threshold table of a page's first view
     if args.share and not demo.share_url:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)
     log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s; %s; "
-             "%s; %s; %s", len(registry.models), args.host, args.port, f" and {demo.share_url}" if demo.share_url else "",
+             "%s; %s; %s; %s", len(registry.models), args.host, args.port,
+             f" and {demo.share_url}" if demo.share_url else "",
              args.concurrency, torch.get_num_threads(), openmp.describe(_OPENMP_SPIN), malloc.describe(allocator),
-             server_stack(demo), server_hops.describe(hops), gradio_paths.describe())
+             server_stack(demo), server_hops.describe(hops), gradio_paths.describe(), gradio_uploads.describe(demo))
     try:
         demo.block_thread()
     finally:

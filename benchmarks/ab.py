@@ -1,7 +1,8 @@
 """A/B of two app servers running at the same time, so the machine's drift hits both alike.
 
     python benchmarks/ab.py --b-args="--no-torchscript" [--b-root ../old-checkout] [--b-env KEY=VALUE ...]
-                            [--pairs 100] [--clients 8 --seconds 20 --rounds 6] [--idle-seconds 10] [--b-first]
+                            [--pairs 100] [--click-after 0] [--clients 8 --seconds 20 --rounds 6]
+                            [--idle-seconds 10] [--b-first]
 
 A is `python app.py` of this checkout with --a-args; B is app.py of --b-root (default: this checkout) with
 --b-args, and --b-env added to its environment (e.g. PYTHONPATH=DIR to shadow an installed package). Whole
@@ -9,7 +10,8 @@ benchmark runs one after the other cannot separate a 10 ms change on these share
 CPU time per request moved 79–100 ms between runs of the same code), so:
 
 - one client: raw-HTTP requests alternate between A and B (order swapped every pair); prints each side's
-  p50 round trip and the median of the per-pair ratios B/A;
+  p50 round trip and the median of the per-pair ratios B/A (with --click-after S, each call S seconds
+  after its upload, as a person clicks Classify, timed from the click to the images);
 - N clients (gradio_client threads): phases of --seconds alternate between A and B (order swapped every
   round); prints each side's throughput per phase, median throughput, server CPU per request and p50/p95;
 - idle: both servers' CPU over one window in which nobody uses either.
@@ -43,7 +45,10 @@ from apputil import client_files_in, running_app, serving_line  # noqa: E402
 from load import cpu_seconds, raw_http_request, run_clients, summarize  # noqa: E402
 
 
-def one_client_pairs(urls: dict[str, str], image: Path, model_name: str, pairs: int, warmup: int = 5) -> dict:
+def one_client_pairs(urls: dict[str, str], image: Path, model_name: str, pairs: int, warmup: int = 5,
+                     click_after_s: float = 0.0) -> dict:
+    """With ``click_after_s``, each call waits that long after its upload and is timed from the call to the
+    images (benchmarks/load.py's raw_http_request)."""
     import httpx
 
     totals, session = {side: [] for side in urls}, uuid.uuid4().hex
@@ -51,7 +56,9 @@ def one_client_pairs(urls: dict[str, str], image: Path, model_name: str, pairs: 
         for i in range(pairs + warmup):
             order = list(urls) if i % 2 == 0 else list(urls)[::-1]
             for side in order:
-                total = raw_http_request(http, urls[side], image, model_name, session_hash=session)["total"]
+                one = raw_http_request(http, urls[side], image, model_name, session_hash=session,
+                                       click_after_s=click_after_s)
+                total = one["after_click" if click_after_s else "total"]
                 if i >= warmup:
                     totals[side].append(total)
     a, b = totals["A"], totals["B"]
@@ -99,6 +106,10 @@ def main() -> int:
     p.add_argument("--model", default=str(ROOT / "weights" / "efficientnet_lite0_busi"),
                    help="model folder both serve (default: weights/efficientnet_lite0_busi)")
     p.add_argument("--pairs", type=int, default=100, help="one-client request pairs, 0 = skip (default: 100)")
+    p.add_argument("--click-after", type=float, default=0.0,
+                   help="one client calls this many seconds after each upload, as a person clicks Classify, and "
+                        "is timed from the call to the images; 0 = straight after, timed from the upload "
+                        "(default: 0)")
     p.add_argument("--clients", type=int, default=8, help="clients in the alternating phases (default: 8)")
     p.add_argument("--seconds", type=float, default=20, help="length of one phase (default: 20)")
     p.add_argument("--rounds", type=int, default=6, help="phases per side, 0 = skip (default: 6)")
@@ -130,8 +141,10 @@ def main() -> int:
             line = serving_line(proc.log_path) or "(no serving line in the app's log)"
             print(f"# {side} serves with: {line.split(' each; ', 1)[-1]}")
         if args.pairs:
-            pairs = one_client_pairs({k: url for k, (url, _) in servers.items()}, valid[0], model.name, args.pairs)
-            print(f"one client, {args.pairs} alternating raw-HTTP pairs: A p50 {pairs['A_p50_ms']:.1f} ms, "
+            pairs = one_client_pairs({k: url for k, (url, _) in servers.items()}, valid[0], model.name, args.pairs,
+                                     click_after_s=args.click_after)
+            timed = f" (Classify {args.click_after:g} s after the upload; from the click)" if args.click_after else ""
+            print(f"one client, {args.pairs} alternating raw-HTTP pairs{timed}: A p50 {pairs['A_p50_ms']:.1f} ms, "
                   f"B p50 {pairs['B_p50_ms']:.1f} ms, median per-pair B/A {pairs['B_over_A']:.3f}")
         if args.rounds:
             rows = alternating_phases(servers, valid, model.name, args.clients, args.seconds, args.rounds)

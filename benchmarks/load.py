@@ -176,17 +176,19 @@ def cpu_seconds(process: psutil.Process | None) -> float:
     return sum(process.cpu_times()[:2]) if process else 0.0
 
 
-def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=None) -> dict:
+def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=None, click_after_s: float = 0.0) -> dict:
     """One client speaking Gradio's HTTP API directly (upload, /call, event stream, the two image downloads):
     the requests a browser makes, without gradio_client's own threads and polling. Median ms per phase.
 
     With ``in_process``, each request is paired with one in-process run just before it, so the machine's
     drifts hit both alike: ``in_process`` is then their median and ``paired_ratio`` the median of the
-    per-pair ratios (the in-process baseline alone moved 41–64 ms between runs of one day)."""
+    per-pair ratios (the in-process baseline alone moved 41–64 ms between runs of one day);
+    ``paired_click_ratio`` is the same for the time from the call to the images (``click_after_s``: see
+    :func:`raw_http_request`)."""
     import httpx
 
-    phases = {"upload": [], "call": [], "queue_and_handler": [], "downloads": [], "total": [], "in_process": [],
-              "paired_ratio": []}
+    phases = {"upload": [], "call": [], "queue_and_handler": [], "downloads": [], "total": [], "after_click": [],
+              "in_process": [], "paired_ratio": [], "paired_click_ratio": []}
     session = uuid.uuid4().hex  # one page, many requests
     with httpx.Client(timeout=60) as http:
         for i in range(runs + 3):
@@ -194,27 +196,35 @@ def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=No
                 t = time.perf_counter()
                 in_process()
                 base = (time.perf_counter() - t) * 1e3
-            one = raw_http_request(http, url, image, model_name, session_hash=session)
+            one = raw_http_request(http, url, image, model_name, session_hash=session, click_after_s=click_after_s)
             if i >= 3:
                 for k, ms in one.items():
                     phases[k].append(ms)
                 if in_process is not None:
                     phases["in_process"].append(base)
                     phases["paired_ratio"].append(one["total"] / base)
+                    phases["paired_click_ratio"].append(one["after_click"] / base)
     return {k: statistics.median(v) if v else None for k, v in phases.items()}
 
 
 def raw_http_request(http, url: str, image: Path, model_name: str, rejected: bool = False,
-                     session_hash: str | None = None) -> dict[str, float]:
+                     session_hash: str | None = None, click_after_s: float = 0.0) -> dict[str, float]:
     """One prediction over Gradio's HTTP API with an ``httpx.Client``: ms per phase and in total.
 
     ``rejected``: ``image`` is one the app refuses; its error event ends the request (no downloads).
     ``session_hash``: as a browser page (and gradio_client) sends with every request; without one, Gradio
-    builds a fresh session state of the whole page for the call (~3 ms of its event loop here)."""
+    builds a fresh session state of the whole page for the call (~3 ms of its event loop here).
+    ``click_after_s``: the call waits this long after the upload, as a person choosing a file and then
+    clicking Classify; ``after_click`` is then the time from the call to the images (the pause is in no
+    phase, nor in ``total``)."""
     data = image.read_bytes()
     t0 = time.perf_counter()
     path = http.post(url + "gradio_api/upload", files={"files": (image.name, data, "image/png")}).json()[0]
     t1 = time.perf_counter()
+    if click_after_s:
+        time.sleep(click_after_s)
+        t0 += time.perf_counter() - t1
+        t1 = time.perf_counter()
     payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, model_name, 0.45, 1]}
     if session_hash is not None:
         payload["session_hash"] = session_hash
@@ -242,7 +252,7 @@ def raw_http_request(http, url: str, image: Path, model_name: str, rejected: boo
         http.get(out["url"]).raise_for_status()
     t4 = time.perf_counter()
     return {k: (b - a) * 1e3 for k, a, b in (("upload", t0, t1), ("call", t1, t2), ("queue_and_handler", t2, t3),
-                                            ("downloads", t3, t4), ("total", t0, t4))}
+                                            ("downloads", t3, t4), ("total", t0, t4), ("after_click", t1, t4))}
 
 
 def gradio_client_paired(url: str, image: Path, model_name: str, runs: int, in_process,
@@ -333,6 +343,9 @@ def main() -> int:
                         "browser tabs do (one connection and session each, no polling), e.g. 1 8 (default: none)")
     p.add_argument("--raw-runs", type=int, default=30,
                    help="single-client requests over raw HTTP for the phase breakdown, 0 = skip (default: 30)")
+    p.add_argument("--click-after", type=float, default=0.3,
+                   help="then as many more, each calling this many seconds after its upload as a person clicks "
+                        "Classify after choosing a file, timed from the call to the images; 0 = skip (default: 0.3)")
     args = p.parse_args()
 
     # Not tumortrace.registry.model_folders: importing it imports torch, before in_process_predictor can set
@@ -378,6 +391,10 @@ def main() -> int:
         if args.raw_runs:
             report["raw_http"] = raw_http_ms(url, valid[0], model.name, args.raw_runs, predict_here)
             report["raw_http"]["handler"] = handler_ms(proc.log_path)
+            if args.click_after:
+                report["browser"] = raw_http_ms(url, valid[0], model.name, args.raw_runs, predict_here,
+                                                args.click_after)
+                report["browser"]["handler"] = handler_ms(proc.log_path)
             report["gradio_client_paired"] = gradio_client_paired(url, valid[0], model.name, args.raw_runs,
                                                                   predict_here, args.stock_client)
             report["client_floor"] = client_floor(url, work, model.name, args.raw_runs, args.stock_client)
@@ -418,6 +435,12 @@ def main() -> int:
         print(f"one client, each request paired with an in-process run just before it ({args.raw_runs} pairs): "
               f"raw HTTP {r['total']:.0f} / {r['in_process']:.1f} ms, median ratio {r['paired_ratio']:.2f}; "
               f"gradio_client {g['total']:.0f} / {g['in_process']:.1f} ms, median ratio {g['paired_ratio']:.2f}")
+        if "browser" in report:
+            b = report["browser"]
+            print(f"one client as a browser, Classify clicked {args.click_after:g} s after the upload ({args.raw_runs} "
+                  f"requests): from the click to the images p50 {b['after_click']:.0f} ms (handler "
+                  f"{b['handler'] or float('nan'):.0f}), paired with an in-process run before each: median ratio "
+                  f"{b['paired_click_ratio']:.2f} (the upload, {b['upload']:.0f} ms, came before the click)")
         f = report["client_floor"]
         print(f"one client, an upload the app refuses at once (empty.png, no model work; {args.raw_runs} requests): "
               f"raw HTTP {f['raw_http']:.0f} ms, gradio_client {f['gradio_client']:.0f} ms = "

@@ -6,8 +6,9 @@ Runs the app in this process (as benchmarks/trace_memory.py does), drives it wit
 reads every thread's CPU time (user + system, /proc/self/task; Linux) before and after each phase. Server
 threads are grouped by what they run: the event loop (the thread whose stack is in uvicorn: HTTP, Gradio's
 queue and pre/post-processing, the event stream, file downloads), the handlers (AnyIO worker threads: decode,
-model, CAM, overlay, the overlay's JPEG), the slice's PNG encoder (tumortrace-encode) and threads without a
-Python name (torch's OpenMP pool). The clients' threads (this script's) are left out.
+model, CAM, overlay, the overlay's JPEG), the slice's PNG encoder (tumortrace-encode), uploads decoded as they
+arrive (tumortrace-decode; otherwise their handler decodes them) and threads without a Python name (torch's
+OpenMP pool). The clients' threads (this script's) are left out.
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ import machine
 
 WORK = work_folder("threads")  # the app's files and the clients', removed at the end
 
-EVENT_LOOP, HANDLERS, ENCODER, NATIVE, CLIENTS = ("event loop (uvicorn + Gradio)", "handlers (AnyIO workers)",
-                                                  "slice PNG encoder", "no Python name (torch/OpenMP)",
-                                                  "clients (not the server)")
+EVENT_LOOP, HANDLERS, ENCODER, DECODER, NATIVE, CLIENTS = (
+    "event loop (uvicorn + Gradio)", "handlers (AnyIO workers)", "slice PNG encoder", "uploads decoded on arrival",
+    "no Python name (torch/OpenMP)", "clients (not the server)")
+GROUPS = (EVENT_LOOP, HANDLERS, ENCODER, DECODER, NATIVE)
 
 
 def thread_cpu_s() -> dict[int, float]:
@@ -55,6 +57,8 @@ def thread_groups() -> dict[int, str]:
             group = HANDLERS
         elif t.name.startswith("tumortrace-encode"):
             group = ENCODER
+        elif t.name.startswith("tumortrace-decode"):
+            group = DECODER
         else:
             group = CLIENTS  # this script's main thread, load-client-*, gradio_client's pools
         groups[t.native_id] = group
@@ -85,8 +89,8 @@ def measure(args) -> int:
     run_clients(url, max(args.clients), 8, valid, [], name)  # warm-up: every handler thread exists after it
     print(f"# {machine.describe()}; model {name}; {args.seconds:.0f} s per phase; server CPU ms per request, "
           "by thread group")
-    print(f"| clients | requests | req/s | {EVENT_LOOP} | {HANDLERS} | {ENCODER} | {NATIVE} | server total | "
-          "event loop share |\n|---|---|---|---|---|---|---|---|---|")
+    print(f"| clients | requests | req/s | {' | '.join(GROUPS)} | server total | event loop share |\n"
+          f"|---|---|---|{'---|' * len(GROUPS)}---|---|")
     for n in args.clients:
         before = thread_cpu_s()
         results, wall, _ = run_clients(url, n, args.seconds, valid, [], name)
@@ -94,11 +98,11 @@ def measure(args) -> int:
         per_group = Counter()
         for tid, cpu in after.items():
             per_group[groups.get(tid, NATIVE)] += cpu - before.get(tid, 0.0)
-        ms = {g: per_group[g] / len(results) * 1e3 for g in (EVENT_LOOP, HANDLERS, ENCODER, NATIVE)}
+        ms = {g: per_group[g] / len(results) * 1e3 for g in GROUPS}
         total, summary = sum(ms.values()), summarize(results, wall)
         errors = len(summary["unexpected"])
-        print(f"| {n} | {len(results)} | {summary['throughput_per_s']:.1f} | {ms[EVENT_LOOP]:.1f} | "
-              f"{ms[HANDLERS]:.1f} | {ms[ENCODER]:.1f} | {ms[NATIVE]:.1f} | {total:.1f} | "
+        print(f"| {n} | {len(results)} | {summary['throughput_per_s']:.1f} | "
+              f"{' | '.join(f'{ms[g]:.1f}' for g in GROUPS)} | {total:.1f} | "
               f"{ms[EVENT_LOOP] / total:.0%} |" + (f" ({errors} errors)" if errors else ""), flush=True)
     return 0
 

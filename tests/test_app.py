@@ -98,6 +98,11 @@ def test_dicom_mr_upload_shows_window_and_no_identity(app, tmp_path):
         assert value not in json.dumps(outputs) and value not in log
 
 
+def test_uploads_are_decoded_as_they_arrive_by_default(app):
+    url, proc, temp, model_name = app
+    assert "; uploads decoded as they arrive" in serving_line(proc.log_path)  # tests/test_gradio_uploads.py
+
+
 def test_uploads_are_deleted_after_the_response(app, manifest_data, tmp_path):
     url, _, temp, name = app
     src = sorted((manifest_data / "benign" / "images").glob("*.png"))[3]
@@ -231,11 +236,12 @@ def test_torch_threads_share_the_cores_between_concurrent_predictions():
 
 
 def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
-    with running_app("--model", str(trained_model), "--concurrency", "3", "--threads", "2",
+    with running_app("--model", str(trained_model), "--concurrency", "3", "--threads", "2", "--no-decode-ahead",
                      temp_dir=tmp_path) as (url, proc):
         serving_line(proc.log_path)
         log = proc.log_path.read_text()
     assert "3 prediction(s) at once, 2 torch thread(s) each" in log, log[-2000:]
+    assert "uploads decoded when a prediction asks" in log, log[-2000:]  # --no-decode-ahead
     # requirements.txt installs both; Gradio leaves the choice to uvicorn's "auto"
     assert "uvloop event loop, httptools HTTP parser" in log, log[-2000:]
     assert "fewer thread hops: login check on the event loop, files read in 1 MiB chunks" in log, log[-2000:]
@@ -251,97 +257,6 @@ def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
     assert bad.returncode == 2 and "must be at least 1" in bad.stderr
     bad = run_cli("app.py", "--threads", "-1")
     assert bad.returncode == 2 and "must be 0 (automatic) or more" in bad.stderr
-
-
-def test_recent_uploads_are_bounded_in_bytes_and_age(monkeypatch):
-    import time
-
-    import app
-    from tumortrace.images import LoadedImage
-
-    now = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    recent = app.RecentUploads(ttl_s=30, max_bytes=10_000)
-    image = lambda: LoadedImage(np.zeros((40, 25), np.float32))  # 4,000 bytes
-    for key in "abc":
-        recent.put(key, image())
-    assert recent.get("a") is None and recent.get("b") is not None and recent.get("c") is not None
-    big = LoadedImage(np.zeros((100, 100), np.float32))  # 40,000 bytes: above the cap alone
-    recent.put("big", big)
-    assert recent.get("big") is big and recent.get("c") is None  # the newest stays, the rest make room
-    now[0] += 31
-    assert recent.get("big") is None  # and nothing outlives the age limit
-
-
-def test_an_identical_upload_read_while_the_first_is_decoding_gets_the_image(tmp_path, monkeypatch):
-    """Two requests share one upload file: the second reads it while the first is still decoding. The file
-    must still be there (or the first's outcome already recorded), not gone with nothing recorded."""
-    import threading
-
-    import app
-
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    recent = app.RecentUploads()
-    upload = tmp_path / "0123abcd" / "slice.png"
-    upload.parent.mkdir()
-    Image.fromarray(np.full((32, 32), 77, np.uint8)).save(upload)
-    real_load, decoding, finish = app.load_image, threading.Event(), threading.Event()
-
-    def first_decode_waits(path, *args, **kwargs):
-        if not decoding.is_set():
-            decoding.set()
-            assert finish.wait(30)
-        return real_load(path, *args, **kwargs)
-
-    monkeypatch.setattr(app, "load_image", first_decode_waits)
-    first = {}
-    thread = threading.Thread(target=lambda: first.update(image=app.read_upload(upload, recent)))
-    thread.start()
-    try:
-        assert decoding.wait(30)  # the first request has read the file and is decoding it
-        second = app.read_upload(upload, recent)
-    finally:
-        finish.set()
-        thread.join(30)
-    assert second.pixels.shape == first["image"].pixels.shape == (32, 32)
-    assert np.array_equal(second.pixels, first["image"].pixels)
-    assert not upload.exists()
-
-
-def test_read_upload_answers_identical_uploads_alike_whenever_loading_fails(tmp_path, monkeypatch):
-    """A concurrent identical request can delete the shared upload mid-read and a third can re-create it,
-    so the file existing again must not stop the fallback; a file that cannot be used gets its own error."""
-    import app
-    from tumortrace.images import ImageLoadError
-
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    recent = app.RecentUploads()
-    upload = tmp_path / "0123abcd" / "slice.png"
-    upload.parent.mkdir()
-    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(upload)
-    first = app.read_upload(upload, recent)
-    assert not upload.exists()  # deleted at once
-    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(upload)  # re-created by a third identical upload
-
-    def vanished_mid_read(path, *args, **kwargs):
-        raise ImageLoadError(path, "cannot be opened (No such file or directory)")
-
-    monkeypatch.setattr(app, "load_image", vanished_mid_read)
-    assert app.read_upload(upload, recent) is first
-    corrupt = tmp_path / "ffff0000" / "other.png"
-    corrupt.parent.mkdir()
-    corrupt.write_bytes(b"not an image")
-    monkeypatch.undo()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    with pytest.raises(ImageLoadError, match="not a recognised image"):
-        app.read_upload(corrupt, recent)
-    assert not corrupt.exists()
-    # An identical upload whose shared file the first request deleted gets the same specific error,
-    # not "cannot be opened" (seen under load: two clients sending one corrupt file at once).
-    with pytest.raises(ImageLoadError, match="not a recognised image"):
-        app.read_upload(corrupt, recent)
-    with pytest.raises(ImageLoadError, match="cannot be opened"):  # a missing file nobody decoded says so
-        app.read_upload(tmp_path / "eeee1111" / "never.png", recent)
 
 
 def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monkeypatch):
@@ -395,40 +310,6 @@ def test_the_slice_png_is_lossless_gray_and_rgb(tmp_path, monkeypatch, shape):
     with Image.open(path) as im:
         assert im.format == "PNG"
         assert np.array_equal(np.asarray(im), pixels)
-
-
-def test_read_upload_keeps_a_multi_frame_upload_for_its_other_frames(tmp_path, monkeypatch):
-    """The browser sends the same upload's path for another frame; the file was deleted at the first."""
-    import time
-
-    import app
-    from tumortrace.images import ImageLoadError, LoadedImage, load_image
-
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    series, single = tmp_path / "0123abcd" / "series", tmp_path / "4567cdef" / "slice.png"
-    series.parent.mkdir(), single.parent.mkdir()
-    series.write_bytes(write_case(tmp_path, "multiframe.dcm").read_bytes())  # 3 frames, no .dcm suffix
-    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(single)
-    expected = [load_image(tmp_path / "multiframe.dcm", frame=k).pixels for k in (1, 2, 3)]
-    now = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    recent = app.RecentUploads()  # 5 minutes since last use
-    for frame in (2, 1, 3):
-        got = app.read_upload(series, recent, frame)
-        assert not series.exists()  # deleted at the first read
-        assert got.info["frame"] == f"frame {frame} of 3 used" and np.array_equal(got.pixels, expected[frame - 1])
-        now[0] += 200  # each use starts the age again
-    with pytest.raises(ImageLoadError, match="frame 4 was asked for, but the file has 3 frames"):
-        app.read_upload(series, recent, 4)
-    app.read_upload(single, recent)
-    with pytest.raises(ImageLoadError, match="frame 2 was asked for, but the file has 1 frame"):
-        app.read_upload(single, recent, 2)  # a one-frame file's bytes are not kept, and need not be
-    now[0] += 301
-    with pytest.raises(ImageLoadError, match="cannot be opened .*upload the file again"):
-        app.read_upload(series, recent, 2)  # nothing outlives the age limit
-    recent.put("0123abcd/series frame 1", LoadedImage(np.zeros((32, 32), np.float32), frames=3))
-    with pytest.raises(ImageLoadError, match="frame 5 was asked for, but the file has 3 frames"):
-        app.read_upload(series, recent, 5)  # its bytes made room for newer uploads; its frame count is known
 
 
 def _raw_predict(url: str, upload_path: str | None, model_name, frame, opacity=0.45,

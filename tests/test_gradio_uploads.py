@@ -1,0 +1,145 @@
+"""tumortrace.gradio_uploads: the app hears of each upload to its server once Gradio has stored it; the
+served app decodes it then, and its prediction uses that decode."""
+import hashlib
+import io
+import json
+import logging
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+import gradio.routes  # noqa: E402
+
+import app  # noqa: E402
+from apputil import free_port  # noqa: E402
+from tumortrace import gradio_uploads, uploads  # noqa: E402
+
+httpx = pytest.importorskip("httpx")
+
+
+def _upload(http: "httpx.Client", url: str, name: str, data: bytes) -> str:
+    response = http.post(url + "gradio_api/upload", files={"files": (name, data, "image/png")})
+    response.raise_for_status()
+    return response.json()[0]
+
+
+def _png(value: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.full((24, 40), value, np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def two_blocks():
+    """Two small apps served from this process: uploads go to the same folder, only one has a hook."""
+    served = []
+    for _ in range(2):
+        with gr.Blocks() as demo:
+            gr.File()
+        port = free_port()
+        demo.launch(server_name="127.0.0.1", server_port=port, quiet=True, prevent_thread_lock=True)
+        served.append((demo, f"http://127.0.0.1:{port}/"))
+    yield served
+    for demo, _ in served:
+        demo.close()
+
+
+def test_the_hook_hears_of_each_upload_to_its_own_app_once_stored(two_blocks, caplog):
+    (hooked, hooked_url), (plain, plain_url) = two_blocks
+    heard = []
+
+    def callback(paths):
+        heard.append([(p, Path(p).read_bytes()) for p in paths])  # stored before the response goes out
+
+    assert gradio_uploads.call_after_upload(hooked, callback)
+    assert gradio_uploads.describe(hooked) == "uploads decoded as they arrive"
+    assert gradio_uploads.describe(plain) == "uploads decoded when a prediction asks"
+    with httpx.Client(timeout=30) as http:
+        stored = _upload(http, hooked_url, "a.png", _png(1))
+        assert heard == [[(stored, _png(1))]]
+        from gradio.processing_utils import hash_seed
+        assert Path(stored).parent.name == hashlib.sha256(hash_seed + _png(1)).hexdigest()  # content-addressed
+        _upload(http, plain_url, "b.png", _png(2))
+        assert len(heard) == 1  # the other app's upload is not this hook's
+
+        def broken(paths):
+            raise RuntimeError("hook failed")
+
+        assert gradio_uploads.call_after_upload(hooked, broken)
+        with caplog.at_level(logging.ERROR, logger="tumortrace.gradio_uploads"):
+            response = http.post(hooked_url + "gradio_api/upload", files={"files": ("c.png", _png(3), "image/png")})
+        assert response.status_code == 200 and Path(response.json()[0]).read_bytes() == _png(3)  # still answered
+        assert "the app's upload hook failed" in caplog.text and "hook failed" in caplog.text
+
+
+def test_nothing_is_wrapped_where_gradios_upload_route_is_not_the_one_it_knows(monkeypatch):
+    async def upload_fn(request, upload_dir, max_file_size):  # another Gradio's signature
+        return [], [], []
+
+    monkeypatch.setattr(gradio_uploads, "_gradio_function", None)
+    monkeypatch.setattr(gradio.routes, "upload_fn", upload_fn)
+    with gr.Blocks() as demo:
+        gr.File()
+    assert not gradio_uploads.call_after_upload(demo, print)
+    assert gradio.routes.upload_fn is upload_fn and gradio_uploads.describe(demo).endswith("when a prediction asks")
+    assert gradio_uploads._route_calls_upload_fn(gradio.routes.App)
+
+    class ElsewhereApp:  # a route that saves uploads some other way: replacing the name would not reach it
+        @staticmethod
+        def create_app():
+            async def upload_file(request):
+                return await request.form()
+            return upload_file
+
+    assert not gradio_uploads._route_calls_upload_fn(ElsewhereApp)
+    assert not gradio_uploads._route_calls_upload_fn(types.SimpleNamespace())
+
+
+@pytest.mark.slow
+def test_the_served_app_decodes_an_upload_as_it_arrives_and_its_prediction_uses_that(trained_model, tmp_path,
+                                                                                    monkeypatch):
+    from tumortrace.checkpoint import load
+    from tumortrace.images import load_image
+    from tumortrace.inference import predict_image
+    from tumortrace.registry import build_registry
+
+    decoded_ahead, calls = threading.Event(), []
+    real = uploads.load_image
+
+    def counting(path, *args, **kwargs):
+        on_decode_thread = threading.current_thread().name.startswith("tumortrace-decode")
+        calls.append(on_decode_thread)
+        image = real(path, *args, **kwargs)
+        if on_decode_thread:
+            decoded_ahead.set()
+        return image
+
+    monkeypatch.setattr(uploads, "load_image", counting)
+    slice_file = tmp_path / "slice.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (70, 90), dtype=np.uint8)).save(slice_file)
+    demo = app.build_app(build_registry(str(trained_model), None))
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        assert gradio_uploads.describe(demo) == "uploads decoded as they arrive"
+        with httpx.Client(timeout=60) as http:
+            stored = _upload(http, url, "slice.png", slice_file.read_bytes())
+            assert decoded_ahead.wait(30)  # before anybody asked for a prediction
+            assert Path(stored).exists()
+            payload = {"data": [{"path": stored, "meta": {"_type": "gradio.FileData"}}, trained_model.name, 0.45, 1]}
+            event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
+            lines = http.get(url + f"gradio_api/call/predict/{event}").text.splitlines()
+        outputs = json.loads(next(line[5:] for line in lines if line.startswith("data:") and "[" in line))
+        assert calls == [True]  # decoded once, as it arrived: the prediction took that decode
+        assert not Path(stored).exists()  # and deleted the file, as always
+        expected = predict_image(load(trained_model, for_inference=True), load_image(slice_file), "fast-cam")
+        got = {c["label"]: c["confidence"] for c in outputs[0]["confidences"]}
+        assert got["malignant"] == pytest.approx(expected.p_malignant, abs=1e-4)
+    finally:
+        demo.close()

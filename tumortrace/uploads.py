@@ -1,0 +1,219 @@
+"""Uploaded slices: decoded once, held in memory only, and deleted from disk as soon as they are decoded.
+
+Gradio stores an upload at ``<upload folder>/<sha256 of a per-process seed and its bytes>/<name>``;
+``upload_key`` (the last two parts) names its bytes and, by its suffix, how they are read.
+:class:`RecentUploads` keeps what decoding each upload gave, :func:`read_upload` is what a prediction
+calls, and :class:`DecodeAhead` decodes an upload as soon as it arrives, before anybody asks for its
+prediction.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from .images import ImageLoadError, LoadedImage, check_frame_number, load_image
+
+log = logging.getLogger(__name__)
+
+
+def upload_key(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+class RecentUploads:
+    """What decoding each upload gave (the image, or the ImageLoadError) per frame, and the bytes of each
+    multi-frame upload: in memory only, keyed by the content hash in the upload's path.
+
+    Gradio stores uploads by content (folder = sha256 of the bytes), so two requests with identical
+    bytes (two reviewers clicking one example) share one file: after the first request deletes it, the
+    second is answered from here (the image, or the same specific error for a file that cannot be used)
+    instead of "cannot be opened". The race's window is a request's wait in the queue: the cap (~35
+    BUSI-sized slices) covers seconds of distinct uploads under load. A multi-frame file's bytes stay so
+    that its other frames can be chosen without uploading it again. Bounded in bytes and in age since
+    last use; nothing goes to disk. The newest entry stays even when it alone is above the cap.
+    """
+
+    def __init__(self, ttl_s: float = 300.0, max_bytes: int = 64 * 2**20):
+        self.ttl_s, self.max_bytes = ttl_s, max_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        while self._items and now - next(iter(self._items.values()))[0] > self.ttl_s:
+            self._items.popitem(last=False)
+        while len(self._items) > 1 and sum(_nbytes(v[1]) for v in self._items.values()) > self.max_bytes:
+            self._items.popitem(last=False)
+
+    def put(self, key: str, value: LoadedImage | ImageLoadError | bytes) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic(), value)
+            self._items.move_to_end(key)
+            self._expire(time.monotonic())
+
+    def get(self, key: str) -> LoadedImage | ImageLoadError | bytes | None:
+        """The value, whose age starts again (the oldest-used goes first)."""
+        with self._lock:
+            now = time.monotonic()
+            self._expire(now)
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items[key] = (now, item[1])
+            self._items.move_to_end(key)
+            return item[1]
+
+    def record(self, key: str, frame: int, outcome: LoadedImage | ImageLoadError, data: bytes) -> None:
+        """What decoding frame ``frame`` of the upload ``key`` (bytes ``data``) gave."""
+        if isinstance(outcome, ImageLoadError):
+            outcome = ImageLoadError(outcome.path, outcome.reason)  # without the traceback (and its pixels)
+        self.put(f"{key} frame {frame}", outcome)
+        if isinstance(outcome, LoadedImage) and outcome.frames > 1:
+            self.put(f"{key} bytes", data)
+
+
+def _nbytes(value: LoadedImage | ImageLoadError | bytes) -> int:
+    if isinstance(value, bytes):
+        return len(value)
+    return value.pixels.nbytes if isinstance(value, LoadedImage) else 0
+
+
+def _earlier_outcome(recent: RecentUploads, key: str, path: Path) -> LoadedImage | None:
+    """What decoding an identical upload gave: its image, or its error raised again; None if nothing."""
+    earlier = recent.get(key)
+    if earlier is not None and not isinstance(earlier, LoadedImage):
+        raise ImageLoadError(path, earlier.reason) from None
+    return earlier
+
+
+def read_upload(path: Path, recent: RecentUploads, frame: int = 1, ahead: DecodeAhead | None = None) -> LoadedImage:
+    """Frame ``frame`` of an upload, whose file is deleted as soon as it is decoded (no patient image stays
+    on disk).
+
+    The file goes only after the outcome is in ``recent``: an identical upload (same file) that finds it
+    gone then finds the outcome, where deleting it right after reading left a decode's length (~5 ms) in
+    which the other request could find neither ("cannot be opened", seen with 8 clients sending the same
+    examples). Choosing another frame of a multi-frame upload sends the same path again, whose file is
+    gone: its bytes are in ``recent``. With ``ahead``, frame 1 decoded when the upload arrived is taken
+    from it (or waited for, while it is being decoded)."""
+    key = upload_key(path)
+    outcome_key = f"{key} frame {frame}"
+    try:
+        early = ahead.take(key) if ahead is not None else None
+        if early is not None:
+            outcome, data = early
+            recent.record(key, 1, outcome, data)
+            if frame == 1:
+                if isinstance(outcome, ImageLoadError):
+                    raise ImageLoadError(path, outcome.reason) from None
+                return outcome
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
+                return earlier
+            data = recent.get(f"{key} bytes")
+            if data is None:
+                if isinstance(first := recent.get(f"{key} frame 1"), LoadedImage):
+                    check_frame_number(path, frame, first.frames)
+                raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload "
+                                           "once it is decoded: upload the file again") from None
+        try:
+            image = load_image(path, frame=frame, data=data)
+        except ImageLoadError as exc:
+            # Same key, same bytes, same decoding: what an identical upload got is this upload's outcome,
+            # whatever failed here.
+            if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
+                return earlier
+            recent.record(key, frame, exc, data)
+            raise
+        recent.record(key, frame, image, data)
+        return image
+    finally:
+        forget_upload(path)
+
+
+def forget_upload(path: Path) -> None:
+    """Delete an upload as soon as it is decoded: no patient image stays on disk."""
+    temp_root = Path(os.environ["GRADIO_TEMP_DIR"]).resolve()
+    try:
+        resolved = path.resolve()
+        if resolved.is_relative_to(temp_root):
+            # The emptied content-hash folder stays: a concurrent identical upload may be renaming into it.
+            resolved.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not delete an upload: %s", exc.strerror)
+
+
+class DecodeAhead:
+    """Frame 1 of each upload decoded as soon as it arrives, on a thread of its own, for the request that
+    classifies it.
+
+    A browser uploads a file when it is chosen and asks for its prediction when Classify is clicked; an API
+    client uploads, then calls. The decode (4.4 ms of a lone prediction's ~20 in the handler for the
+    766×588 example) can run in that gap, on a core nothing else uses. :meth:`start` is given the stored
+    files' paths (by the app's upload hook, ``tumortrace.gradio_uploads``; it only hands them to the
+    thread); :meth:`take` gives a prediction the outcome for its upload: at once if it is done, after the
+    rest of the decode if it is under way, and None (the request decodes, as without this) if it has not
+    started, which it then never does.
+
+    Only while ``idle()`` says no prediction is running: under load no core is idle, and a decode ahead
+    would only compete with the predictions for it (each upload is still decoded once either way). At most
+    ``keep`` outcomes wait for their request; an upload beyond that, or one whose identical bytes are
+    already being decoded, is decoded by its request. An outcome nobody takes (an upload never classified)
+    goes after ``ttl_s``. All in memory: the file stays for the prediction to delete.
+    """
+
+    def __init__(self, idle: Callable[[], bool] = lambda: True, keep: int = 2, ttl_s: float = 60.0):
+        self.idle, self.keep, self.ttl_s = idle, keep, ttl_s
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tumortrace-decode")
+        self._futures: OrderedDict[str, tuple[float, Future]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def start(self, paths: list[str]) -> None:
+        """Decode these uploads' first frames (called on the server's event loop: it must not block)."""
+        with self._lock:
+            self._expire(time.monotonic())
+            for p in paths:
+                path = Path(p)
+                key = upload_key(path)
+                if key in self._futures or len(self._futures) >= self.keep or not self.idle():
+                    continue
+                self._futures[key] = (time.monotonic(), self._pool.submit(self._decode, path))
+
+    def _expire(self, now: float) -> None:
+        for key in [k for k, (t, f) in self._futures.items() if f.done() and now - t > self.ttl_s]:
+            del self._futures[key]
+
+    @staticmethod
+    def _decode(path: Path) -> tuple[LoadedImage | ImageLoadError, bytes] | None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None  # its request says why
+        try:
+            return load_image(path, frame=1, data=data), data
+        except ImageLoadError as exc:
+            return ImageLoadError(path, exc.reason), data
+        except Exception:  # the request decodes it again and fails the way it would have without this
+            log.exception("decoding an upload as it arrived failed")
+            return None
+
+    def take(self, key: str) -> tuple[LoadedImage | ImageLoadError, bytes] | None:
+        """The outcome of decoding upload ``key``'s first frame, with its bytes; None where there is none."""
+        with self._lock:
+            self._expire(time.monotonic())
+            item = self._futures.pop(key, None)
+        if item is None or item[1].cancel():
+            return None
+        return item[1].result()
+
+    def pending(self) -> int:
+        """Outcomes waiting for their request, or still being decoded."""
+        with self._lock:
+            return len(self._futures)
