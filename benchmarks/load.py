@@ -439,8 +439,10 @@ def main() -> int:
             b = report["browser"]
             print(f"one client as a browser, Classify clicked {args.click_after:g} s after the upload ({args.raw_runs} "
                   f"requests): from the click to the images p50 {b['after_click']:.0f} ms (handler "
-                  f"{b['handler'] or float('nan'):.0f}), paired with an in-process run before each: median ratio "
-                  f"{b['paired_click_ratio']:.2f} (the upload, {b['upload']:.0f} ms, came before the click)")
+                  f"{b['handler'] or float('nan'):.0f}) = {b['after_click'] / baseline:.2f}× in-process; paired with "
+                  f"an in-process run before each upload, which then waits as long between runs: "
+                  f"{b['after_click']:.0f} / {b['in_process']:.1f} ms, median ratio {b['paired_click_ratio']:.2f} "
+                  f"(the upload, {b['upload']:.0f} ms, came before the click)")
         f = report["client_floor"]
         print(f"one client, an upload the app refuses at once (empty.png, no model work; {args.raw_runs} requests): "
               f"raw HTTP {f['raw_http']:.0f} ms, gradio_client {f['gradio_client']:.0f} ms = "
