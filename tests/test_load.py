@@ -41,7 +41,7 @@ def test_load_short_variant(trained_model, tmp_path):
     browser = next(l for l in out.splitlines() if l.startswith("one client as a browser, Classify clicked 0.3 s"))
     click = float(browser.split("p50 ")[1].split(" ms")[0])
     upload = float(browser.split("the upload, ")[1].split(" ms")[0])
-    assert click > 0 and upload > 0 and float(browser.split("median ratio ")[1].split(" ")[0]) > 0
+    assert click > 0 and upload > 0 and float(browser.split(" = ")[1].split("×")[0]) > 0
     # the refused upload really was refused both ways (the script raises otherwise), and timed
     floor = next(l for l in out.splitlines() if l.startswith("one client, an upload the app refuses at once"))
     assert float(floor.split("raw HTTP ")[1].split(" ms")[0]) > 0
