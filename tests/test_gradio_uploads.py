@@ -143,3 +143,28 @@ def test_the_served_app_decodes_an_upload_as_it_arrives_and_its_prediction_uses_
         assert got["malignant"] == pytest.approx(expected.p_malignant, abs=1e-4)
     finally:
         demo.close()
+
+
+def test_an_upload_to_an_app_without_blocks_is_answered_as_gradio_answers_it():
+    import asyncio
+
+    stored = (["/up/h/a.png", "/up/h2/b.png"], ["/tmp/x"], ["/up/h2/b.png"])
+
+    async def gradio_upload_fn(request, upload_dir, max_file_size, upload_id, force_move=True, upload_progress=None):
+        return stored
+
+    class NoBlocks:
+        def get_blocks(self):
+            raise ValueError("No Blocks has been configured for this app.")  # gradio.routes.App's message
+
+    class WithBlocks:
+        def get_blocks(self):
+            return blocks
+
+    heard, blocks = [], gr.Blocks()
+    gradio_uploads._callbacks[blocks] = heard.append
+    wrapped = gradio_uploads._wrap(gradio_upload_fn)
+    for app_object in (NoBlocks(), types.SimpleNamespace(), WithBlocks()):
+        request = types.SimpleNamespace(app=app_object)
+        assert asyncio.run(wrapped(request, "/up", 10, None, force_move=False)) == stored
+    assert heard == [["/up/h/a.png"]]  # only the app with the hook; not the file Gradio moves after the response

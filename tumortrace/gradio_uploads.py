@@ -50,7 +50,7 @@ def _wrap(original):
         callback = None
         try:
             callback = _callbacks.get(request.app.get_blocks())
-        except (AttributeError, TypeError):  # not a Gradio app, or one without blocks
+        except (AttributeError, TypeError, ValueError):  # not a Gradio app, or one without blocks
             pass
         if callback is not None:
             later = {str(p) for p in locations}  # moved into place by a background task, after the response
