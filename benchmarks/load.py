@@ -176,19 +176,19 @@ def cpu_seconds(process: psutil.Process | None) -> float:
     return sum(process.cpu_times()[:2]) if process else 0.0
 
 
-def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=None, click_after_s: float = 0.0) -> dict:
+def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=None,
+                click_after_s: float = 0.0) -> dict:
     """One client speaking Gradio's HTTP API directly (upload, /call, event stream, the two image downloads):
     the requests a browser makes, without gradio_client's own threads and polling. Median ms per phase.
 
     With ``in_process``, each request is paired with one in-process run just before it, so the machine's
     drifts hit both alike: ``in_process`` is then their median and ``paired_ratio`` the median of the
-    per-pair ratios (the in-process baseline alone moved 41–64 ms between runs of one day);
-    ``paired_click_ratio`` is the same for the time from the call to the images (``click_after_s``: see
-    :func:`raw_http_request`)."""
+    per-pair ratios (the in-process baseline alone moved 41–64 ms between runs of one day).
+    ``click_after_s``: see :func:`raw_http_request`."""
     import httpx
 
     phases = {"upload": [], "call": [], "queue_and_handler": [], "downloads": [], "total": [], "after_click": [],
-              "in_process": [], "paired_ratio": [], "paired_click_ratio": []}
+              "in_process": [], "paired_ratio": []}
     session = uuid.uuid4().hex  # one page, many requests
     with httpx.Client(timeout=60) as http:
         for i in range(runs + 3):
@@ -203,7 +203,6 @@ def raw_http_ms(url: str, image: Path, model_name: str, runs: int, in_process=No
                 if in_process is not None:
                     phases["in_process"].append(base)
                     phases["paired_ratio"].append(one["total"] / base)
-                    phases["paired_click_ratio"].append(one["after_click"] / base)
     return {k: statistics.median(v) if v else None for k, v in phases.items()}
 
 
