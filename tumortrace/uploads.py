@@ -172,7 +172,7 @@ class DecodeAhead:
     def __init__(self, idle: Callable[[], bool] = lambda: True, keep: int = 2, ttl_s: float = 60.0):
         self.idle, self.keep, self.ttl_s = idle, keep, ttl_s
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tumortrace-decode")
-        self._futures: OrderedDict[str, tuple[float, Future]] = OrderedDict()
+        self._futures: dict[str, tuple[float, Future]] = {}  # upload key -> (when submitted, its decode)
         self._lock = threading.Lock()
 
     def start(self, paths: list[str]) -> None:
