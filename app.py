@@ -156,7 +156,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
     first = registry.models[choices[0]] if choices else None
     recent = RecentUploads()
     running = Running()
-    ahead = DecodeAhead(idle=running.none) if decode_ahead else None
+    ahead = DecodeAhead(recent, idle=running.none) if decode_ahead else None
     encoder = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tumortrace-encode")
 
     def get_model(name: str) -> LoadedModel:

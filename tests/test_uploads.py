@@ -157,15 +157,17 @@ def test_an_upload_decoded_as_it_arrived_is_taken_by_its_request(tmp_path, monke
     expected = load_image(upload).pixels
     counting = CountingLoad()
     monkeypatch.setattr(uploads, "load_image", counting)
-    ahead, recent = uploads.DecodeAhead(), uploads.RecentUploads()
+    recent = uploads.RecentUploads()
+    ahead = uploads.DecodeAhead(recent)
     ahead.start([str(upload)])
     _wait_decoded(ahead, "0123abcd/slice.png")
-    assert upload.exists()  # the request deletes it, not the decode ahead
+    assert not upload.exists()  # deleted once decoded, before anybody asked for its prediction
+    decoded = recent.get("0123abcd/slice.png frame 1")
+    assert np.array_equal(decoded.pixels, expected)  # in memory, for its request or an identical upload
     image = uploads.read_upload(upload, recent, 1, ahead)
-    assert np.array_equal(image.pixels, expected)
+    assert image is decoded
     assert counting.calls == [(True, "0123abcd")]  # decoded once, on the decode thread
-    assert not upload.exists() and ahead.pending() == 0
-    assert recent.get("0123abcd/slice.png frame 1") is image  # an identical upload later finds it, as before
+    assert ahead.pending() == 0
     again = _upload(tmp_path)  # the same bytes uploaded again, with nothing decoded ahead: decoded by its request
     assert np.array_equal(uploads.read_upload(again, recent, 1, ahead).pixels, expected)
     assert counting.calls == [(True, "0123abcd"), (False, "0123abcd")]
@@ -176,7 +178,8 @@ def test_a_request_waits_for_its_decode_under_way_and_decodes_itself_one_not_sta
     first, second = _upload(tmp_path, value=10, folder="aaaa"), _upload(tmp_path, value=20, folder="bbbb")
     counting = CountingLoad(hold=True)
     monkeypatch.setattr(uploads, "load_image", counting)
-    ahead, recent = uploads.DecodeAhead(), uploads.RecentUploads()
+    recent = uploads.RecentUploads()
+    ahead = uploads.DecodeAhead(recent)
     ahead.start([str(first)])
     assert counting.started.wait(30)  # first is being decoded ahead, and held there
     ahead.start([str(second)])  # waits behind it: one decode thread
@@ -199,14 +202,13 @@ def test_a_request_waits_for_its_decode_under_way_and_decodes_itself_one_not_sta
 def test_nothing_is_decoded_ahead_while_a_prediction_runs_or_beyond_the_outcomes_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     files = [_upload(tmp_path, value=v, folder=f"{v:04x}") for v in (1, 2, 3)]
-    busy = [True]
-    ahead = uploads.DecodeAhead(idle=lambda: not busy[0], keep=2)
+    busy, recent = [True], uploads.RecentUploads()
+    ahead = uploads.DecodeAhead(recent, idle=lambda: not busy[0], keep=2)
     ahead.start([str(f) for f in files])
     assert ahead.pending() == 0  # a prediction runs: no idle core to decode on
     busy[0] = False
     ahead.start([str(f) for f in files] + [str(files[0])])  # the third is beyond keep; the first is already under way
     assert ahead.pending() == 2 and sorted(ahead._futures) == ["0001/slice.png", "0002/slice.png"]
-    recent = uploads.RecentUploads()
     for f in files:  # each request gets its own image, decoded ahead or not
         assert uploads.read_upload(f, recent, 1, ahead).pixels[0, 0] == np.float32(int(f.parent.name, 16) / 255)
     assert ahead.pending() == 0
@@ -216,16 +218,23 @@ def test_an_outcome_nobody_takes_goes_after_its_age_limit(tmp_path, monkeypatch)
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    ahead = uploads.DecodeAhead(keep=1, ttl_s=60)
+    recent = uploads.RecentUploads(ttl_s=300)
+    ahead = uploads.DecodeAhead(recent, keep=1, ttl_s=60)
     abandoned, later = _upload(tmp_path, folder="aaaa"), _upload(tmp_path, folder="bbbb")
-    ahead.start([str(abandoned)])  # uploaded, never classified
+    ahead.start([str(abandoned)])  # uploaded, not classified yet
     _wait_decoded(ahead, "aaaa/slice.png")
+    assert not abandoned.exists()  # no image on disk while nobody asks for it
     ahead.start([str(later)])
     assert list(ahead._futures) == ["aaaa/slice.png"]  # the one place is taken
     now[0] += 61
     ahead.start([str(later)])
-    assert list(ahead._futures) == ["bbbb/slice.png"]  # the abandoned outcome is gone from memory
+    assert list(ahead._futures) == ["bbbb/slice.png"]  # the abandoned outcome makes room
     assert ahead.take("aaaa/slice.png") is None
+    # Classified after a minute: the image is still in memory, for as long as recent uploads are kept.
+    assert uploads.read_upload(abandoned, recent, 1, ahead).pixels.shape == (32, 48)
+    now[0] += 301
+    with pytest.raises(ImageLoadError, match="cannot be opened .*upload the file again"):
+        uploads.read_upload(abandoned, recent, 1, ahead)  # and not beyond
 
 
 def test_a_file_that_cannot_be_used_gets_its_own_error_when_decoded_ahead(tmp_path, monkeypatch):
@@ -233,9 +242,11 @@ def test_a_file_that_cannot_be_used_gets_its_own_error_when_decoded_ahead(tmp_pa
     corrupt = tmp_path / "ffff0000" / "other.png"
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"not an image")
-    ahead, recent = uploads.DecodeAhead(), uploads.RecentUploads()
+    recent = uploads.RecentUploads()
+    ahead = uploads.DecodeAhead(recent)
     ahead.start([str(corrupt)])
     _wait_decoded(ahead, "ffff0000/other.png")
+    assert not corrupt.exists()  # a file that cannot be used goes too
     with pytest.raises(ImageLoadError, match="not a recognised image") as ahead_error:
         uploads.read_upload(corrupt, recent, 1, ahead)
     assert not corrupt.exists()
@@ -260,24 +271,52 @@ def test_a_decode_ahead_that_fails_unexpectedly_leaves_the_decode_to_its_request
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(uploads, "load_image", fails_on_the_decode_thread)
-    ahead = uploads.DecodeAhead()
+    ahead = uploads.DecodeAhead(uploads.RecentUploads())
     ahead.start([str(upload)])
     _wait_decoded(ahead, "0123abcd/slice.png")
+    assert upload.exists()  # left for its request to decode
     assert uploads.read_upload(upload, uploads.RecentUploads(), 1, ahead).pixels.shape == (32, 48)
     assert "decoding an upload as it arrived failed" in caplog.text and "MemoryError: no room" in caplog.text
 
 
 def test_other_frames_of_an_upload_decoded_ahead(tmp_path, monkeypatch):
-    """Frame 1 is decoded ahead; a request for frame 2 still reads the file, and frame 3 comes from the bytes
-    the decode ahead kept (the file is gone by then)."""
+    """Frame 1 is decoded ahead, and the file deleted; a request for frame 2 is decoded from the bytes that
+    decode read, and frame 3 from the bytes kept in recent uploads."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     series = tmp_path / "0123abcd" / "series"
     series.parent.mkdir()
     series.write_bytes(write_case(tmp_path, "multiframe.dcm").read_bytes())  # 3 frames
     expected = [load_image(tmp_path / "multiframe.dcm", frame=k).pixels for k in (1, 2, 3)]
-    ahead, recent = uploads.DecodeAhead(), uploads.RecentUploads()
+    recent = uploads.RecentUploads()
+    ahead = uploads.DecodeAhead(recent)
     ahead.start([str(series)])
     _wait_decoded(ahead, "0123abcd/series")
+    assert not series.exists()
     for frame in (2, 3, 1):
         got = uploads.read_upload(series, recent, frame, ahead)
         assert np.array_equal(got.pixels, expected[frame - 1]) and not series.exists()
+
+
+def test_identical_uploads_one_decoded_ahead_both_get_the_image(tmp_path, monkeypatch):
+    """Gradio stores identical bytes at one path: a second upload puts the file back after the first's decode
+    ahead deleted it, and is not decoded ahead itself (its key is pending). Both requests (the same path:
+    which is whose cannot matter) get the image, and no file stays."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    expected = load_image(_upload(tmp_path, folder="reference")).pixels
+    counting = CountingLoad()
+    monkeypatch.setattr(uploads, "load_image", counting)
+    recent = uploads.RecentUploads()
+    ahead = uploads.DecodeAhead(recent)
+    upload = _upload(tmp_path)
+    ahead.start([str(upload)])
+    _wait_decoded(ahead, "0123abcd/slice.png")
+    assert not upload.exists()
+    assert _upload(tmp_path) == upload and upload.exists()  # the identical second upload
+    ahead.start([str(upload)])
+    assert ahead.pending() == 1  # not decoded ahead again
+    for _request in range(2):
+        assert np.array_equal(uploads.read_upload(upload, recent, 1, ahead).pixels, expected)
+    assert not upload.exists() and ahead.pending() == 0
+    # The first request took the decode ahead and deleted the second upload's file; the second request
+    # found the outcome of those identical bytes in memory.
+    assert counting.calls == [(True, "0123abcd")]

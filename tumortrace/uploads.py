@@ -100,29 +100,30 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1, ahead: Decode
     which the other request could find neither ("cannot be opened", seen with 8 clients sending the same
     examples). Choosing another frame of a multi-frame upload sends the same path again, whose file is
     gone: its bytes are in ``recent``. With ``ahead``, frame 1 decoded when the upload arrived is taken
-    from it (or waited for, while it is being decoded)."""
+    from it (or waited for, while it is being decoded); its file is gone already, and another frame is
+    decoded from the bytes that decode read."""
     key = upload_key(path)
     outcome_key = f"{key} frame {frame}"
     try:
         early = ahead.take(key) if ahead is not None else None
         if early is not None:
-            outcome, data = early
-            recent.record(key, 1, outcome, data)
+            outcome, data = early  # in ``recent`` already
             if frame == 1:
                 if isinstance(outcome, ImageLoadError):
                     raise ImageLoadError(path, outcome.reason) from None
                 return outcome
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
-                return earlier
-            data = recent.get(f"{key} bytes")
-            if data is None:
-                if isinstance(first := recent.get(f"{key} frame 1"), LoadedImage):
-                    check_frame_number(path, frame, first.frames)
-                raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload "
-                                           "once it is decoded: upload the file again") from None
+        else:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
+                    return earlier
+                data = recent.get(f"{key} bytes")
+                if data is None:
+                    if isinstance(first := recent.get(f"{key} frame 1"), LoadedImage):
+                        check_frame_number(path, frame, first.frames)
+                    raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an "
+                                               "upload once it is decoded: upload the file again") from None
         try:
             image = load_image(path, frame=frame, data=data)
         except ImageLoadError as exc:
@@ -166,11 +167,19 @@ class DecodeAhead:
     would only compete with the predictions for it (each upload is still decoded once either way). At most
     ``keep`` outcomes wait for their request; an upload beyond that, or one whose identical bytes are
     already being decoded, is decoded by its request. An outcome nobody takes (an upload never classified)
-    goes after ``ttl_s``. All in memory: the file stays for the prediction to delete.
+    goes after ``ttl_s``.
+
+    A decoded upload's file is deleted at once, as a prediction deletes the file it decodes: an upload
+    chosen and never classified leaves no image on disk (without this it stays until Gradio's cache
+    cleaning, up to ~6 minutes), and an upload's image is only ever in memory after its decode. The
+    outcome, with the bytes of a multi-frame file, goes into ``recent`` first, as :func:`read_upload`
+    puts it there, so a request that comes after ``ttl_s`` (or one for an identical upload) finds it
+    there for as long as ``recent`` keeps it; after that it is asked to upload the file again.
     """
 
-    def __init__(self, idle: Callable[[], bool] = lambda: True, keep: int = 2, ttl_s: float = 60.0):
-        self.idle, self.keep, self.ttl_s = idle, keep, ttl_s
+    def __init__(self, recent: RecentUploads, idle: Callable[[], bool] = lambda: True, keep: int = 2,
+                 ttl_s: float = 60.0):
+        self.recent, self.idle, self.keep, self.ttl_s = recent, idle, keep, ttl_s
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tumortrace-decode")
         self._futures: dict[str, tuple[float, Future]] = {}  # upload key -> (when submitted, its decode)
         self._lock = threading.Lock()
@@ -190,19 +199,21 @@ class DecodeAhead:
         for key in [k for k, (t, f) in self._futures.items() if f.done() and now - t > self.ttl_s]:
             del self._futures[key]
 
-    @staticmethod
-    def _decode(path: Path) -> tuple[LoadedImage | ImageLoadError, bytes] | None:
+    def _decode(self, path: Path) -> tuple[LoadedImage | ImageLoadError, bytes] | None:
         try:
             data = path.read_bytes()
         except OSError:
             return None  # its request says why
         try:
-            return load_image(path, frame=1, data=data), data
+            outcome = load_image(path, frame=1, data=data)
         except ImageLoadError as exc:
-            return ImageLoadError(path, exc.reason), data
+            outcome = ImageLoadError(path, exc.reason)
         except Exception:  # the request decodes it again and fails the way it would have without this
             log.exception("decoding an upload as it arrived failed")
             return None
+        self.recent.record(upload_key(path), 1, outcome, data)
+        forget_upload(path)
+        return outcome, data
 
     def take(self, key: str) -> tuple[LoadedImage | ImageLoadError, bytes] | None:
         """The outcome of decoding upload ``key``'s first frame, with its bytes; None where there is none."""
