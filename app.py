@@ -55,7 +55,11 @@ EXAMPLES = ROOT / "examples"
 MAX_FILE_SIZE = "25mb"
 # Gradio's markdown tables may break words anywhere (word-break: break-word), which also lets a table squeeze a
 # column below its longest word; overflow-wrap: break-word breaks only a word that cannot fit otherwise.
-CSS = ".prose td, .prose th { overflow-wrap: break-word; word-break: normal; }"
+# Gradio shows an output image at most at its own size (object-fit: scale-down): a 64×64 or 256×256 MR slice
+# and its overlay sat small in the middle of their 380 px boxes. They fill the box instead, keeping their
+# aspect (the browser interpolates, as an image viewer's zoom does).
+CSS = (".prose td, .prose th { overflow-wrap: break-word; word-break: normal; }\n"
+       ".slice-view img { object-fit: contain; }")
 CONCURRENCY = 2  # predictions at once (default of --concurrency): the 2-core target machine is saturated by two
 METRIC_ROWS = [("roc_auc", "ROC-AUC"), ("recall", "Sensitivity (recall)"), ("specificity", "Specificity"),
                ("precision", "Precision (PPV)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
@@ -230,9 +234,9 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                         decision_text = gr.Markdown(label="decision")
                 with gr.Row():
                     heat = gr.Image(label="Grad-CAM for the malignant class", format="png", type="numpy",
-                                    height=380, buttons=["download", "fullscreen"])
+                                    height=380, buttons=["download", "fullscreen"], elem_classes=["slice-view"])
                     raw = gr.Image(label="Image as the model saw it (before resizing)", format="png", type="numpy",
-                                   height=380, buttons=["download", "fullscreen"])
+                                   height=380, buttons=["download", "fullscreen"], elem_classes=["slice-view"])
                 prov = gr.Markdown(label="provenance")
             with gr.Tab("Evaluation"):
                 metrics = gr.Markdown()

@@ -34,6 +34,14 @@ SPLIT_WORDS_JS = """() => {
   }
   return split;
 }"""
+# The two output images as drawn: natural size, the box's size, and the scale the browser draws them at
+# (object-fit: contain scales to the box; Gradio's own scale-down never enlarges).
+SHOWN_SLICES_JS = """() => [...document.querySelectorAll('.slice-view img')].filter(i => i.naturalWidth > 0).map(i => {
+  const r = i.getBoundingClientRect(), fit = getComputedStyle(i).objectFit;
+  const scale = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight);
+  return {natural: [i.naturalWidth, i.naturalHeight], box: [r.width, r.height], fit,
+          drawn_scale: fit === 'contain' ? scale : fit === 'scale-down' ? Math.min(scale, 1) : null};
+})"""
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -109,6 +117,13 @@ def test_another_frame_of_an_uploaded_series_is_chosen_without_uploading_it_agai
             frame_box.fill(str(frame))
             page.get_by_role("button", name="Classify").click()
             page.get_by_text(f"frame {frame} of 3 used").wait_for(timeout=60_000)
+        # A slice smaller than its 380 px box (MR slices are often 256² or less) is enlarged to fill it, its
+        # aspect kept, not left at its own size in the middle.
+        page.wait_for_function("() => [...document.querySelectorAll('.slice-view img')]"
+                               ".filter(i => i.complete && i.naturalWidth > 0).length == 2", timeout=30_000)
+        shown = page.evaluate(SHOWN_SLICES_JS)
+        assert len(shown) == 2 and all(s["natural"][1] < 100 and s["box"][1] > 300 for s in shown), shown
+        assert all(s["drawn_scale"] > 3 for s in shown), shown
         frame_box.fill("5")
         page.get_by_role("button", name="Classify").click()
         page.get_by_text("frame 5 was asked for, but the file has 3 frames").first.wait_for(timeout=60_000)
