@@ -140,7 +140,7 @@ def test_the_served_app_decodes_an_upload_as_it_arrives_and_its_prediction_uses_
             event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
             lines = http.get(url + f"gradio_api/call/predict/{event}").text.splitlines()
         outputs = json.loads(next(line[5:] for line in lines if line.startswith("data:") and "[" in line))
-        assert calls == [True]  # decoded once, as it arrived: the prediction took that decode
+        assert calls == [True]  # decoded once, as it arrived: the prediction used that decode
         expected = predict_image(load(trained_model, for_inference=True), load_image(slice_file), "fast-cam")
         got = {c["label"]: c["confidence"] for c in outputs[0]["confidences"]}
         assert got["malignant"] == pytest.approx(expected.p_malignant, abs=1e-4)

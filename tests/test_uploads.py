@@ -147,11 +147,13 @@ class CountingLoad:
         return load_image(path, *args, **kwargs)
 
 
-def _wait_decoded(ahead: uploads.DecodeAhead, key: str) -> None:
-    ahead._futures[key][1].result(30)
+def _wait_decoded(ahead: uploads.DecodeAhead) -> None:
+    """Until the decodes handed to the decode thread are done, and no longer held (one thread: a task
+    submitted now runs after them, and a decode's done-callback runs before the thread takes the next)."""
+    ahead._pool.submit(lambda: None).result(30)
 
 
-def test_an_upload_decoded_as_it_arrived_is_taken_by_its_request(tmp_path, monkeypatch):
+def test_an_upload_decoded_as_it_arrived_is_deleted_and_its_outcome_kept_for_its_request(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     upload = _upload(tmp_path)
     expected = load_image(upload).pixels
@@ -160,17 +162,21 @@ def test_an_upload_decoded_as_it_arrived_is_taken_by_its_request(tmp_path, monke
     recent = uploads.RecentUploads()
     ahead = uploads.DecodeAhead(recent)
     ahead.start([str(upload)])
-    _wait_decoded(ahead, "0123abcd/slice.png")
+    _wait_decoded(ahead)
     assert not upload.exists()  # deleted once decoded, before anybody asked for its prediction
+    assert ahead.pending() == 0  # and nothing held by the decode ahead: the outcome is in recent uploads
     decoded = recent.get("0123abcd/slice.png frame 1")
-    assert np.array_equal(decoded.pixels, expected)  # in memory, for its request or an identical upload
+    assert np.array_equal(decoded.pixels, expected)
     image = uploads.read_upload(upload, recent, 1, ahead)
     assert image is decoded
     assert counting.calls == [(True, "0123abcd")]  # decoded once, on the decode thread
-    assert ahead.pending() == 0
-    again = _upload(tmp_path)  # the same bytes uploaded again, with nothing decoded ahead: decoded by its request
+    with monkeypatch.context() as m:  # a prediction is running: the same bytes uploaded again wait for their request
+        m.setattr(ahead, "idle", lambda: False)
+        again = _upload(tmp_path)
+        ahead.start([str(again)])
+        assert again.exists() and ahead.pending() == 0
     assert np.array_equal(uploads.read_upload(again, recent, 1, ahead).pixels, expected)
-    assert counting.calls == [(True, "0123abcd"), (False, "0123abcd")]
+    assert counting.calls == [(True, "0123abcd"), (False, "0123abcd")] and not again.exists()
 
 
 def test_a_request_waits_for_its_decode_under_way_and_decodes_itself_one_not_started(tmp_path, monkeypatch):
@@ -199,42 +205,46 @@ def test_a_request_waits_for_its_decode_under_way_and_decodes_itself_one_not_sta
     assert ahead.pending() == 0 and not first.exists() and not second.exists()
 
 
-def test_nothing_is_decoded_ahead_while_a_prediction_runs_or_beyond_the_outcomes_kept(tmp_path, monkeypatch):
+def test_nothing_is_decoded_ahead_while_a_prediction_runs_or_beyond_the_decodes_allowed(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     files = [_upload(tmp_path, value=v, folder=f"{v:04x}") for v in (1, 2, 3)]
+    counting = CountingLoad(hold=True)
+    monkeypatch.setattr(uploads, "load_image", counting)
     busy, recent = [True], uploads.RecentUploads()
     ahead = uploads.DecodeAhead(recent, idle=lambda: not busy[0], keep=2)
     ahead.start([str(f) for f in files])
     assert ahead.pending() == 0  # a prediction runs: no idle core to decode on
     busy[0] = False
     ahead.start([str(f) for f in files] + [str(files[0])])  # the third is beyond keep; the first is already under way
+    assert counting.started.wait(30)
     assert ahead.pending() == 2 and sorted(ahead._futures) == ["0001/slice.png", "0002/slice.png"]
+    counting.release.set()
+    _wait_decoded(ahead)
+    assert ahead.pending() == 0 and [f.exists() for f in files] == [False, False, True]
     for f in files:  # each request gets its own image, decoded ahead or not
         assert uploads.read_upload(f, recent, 1, ahead).pixels[0, 0] == np.float32(int(f.parent.name, 16) / 255)
-    assert ahead.pending() == 0
+    assert counting.calls == [(True, "0001"), (True, "0002"), (False, "0003")]
 
 
-def test_an_outcome_nobody_takes_goes_after_its_age_limit(tmp_path, monkeypatch):
+def test_decodes_done_hold_no_place_and_their_outcomes_last_as_recent_uploads_do(tmp_path, monkeypatch):
+    """Uploads chosen one after another and never classified (a reviewer changing their mind) are each
+    decoded ahead and deleted; a click minutes later still finds the image, until recent uploads let it go."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
     recent = uploads.RecentUploads(ttl_s=300)
-    ahead = uploads.DecodeAhead(recent, keep=1, ttl_s=60)
-    abandoned, later = _upload(tmp_path, folder="aaaa"), _upload(tmp_path, folder="bbbb")
-    ahead.start([str(abandoned)])  # uploaded, not classified yet
-    _wait_decoded(ahead, "aaaa/slice.png")
-    assert not abandoned.exists()  # no image on disk while nobody asks for it
-    ahead.start([str(later)])
-    assert list(ahead._futures) == ["aaaa/slice.png"]  # the one place is taken
-    now[0] += 61
-    ahead.start([str(later)])
-    assert list(ahead._futures) == ["bbbb/slice.png"]  # the abandoned outcome makes room
-    assert ahead.take("aaaa/slice.png") is None
-    # Classified after a minute: the image is still in memory, for as long as recent uploads are kept.
-    assert uploads.read_upload(abandoned, recent, 1, ahead).pixels.shape == (32, 48)
+    ahead = uploads.DecodeAhead(recent, keep=1)
+    chosen = [_upload(tmp_path, value=v, folder=f"{v:04x}") for v in (1, 2, 3)]
+    for f in chosen:
+        ahead.start([str(f)])
+        _wait_decoded(ahead)
+        assert not f.exists()
+    assert ahead.pending() == 0
+    now[0] += 200
+    assert uploads.read_upload(chosen[0], recent, 1, ahead).pixels[0, 0] == np.float32(1 / 255)
     now[0] += 301
     with pytest.raises(ImageLoadError, match="cannot be opened .*upload the file again"):
-        uploads.read_upload(abandoned, recent, 1, ahead)  # and not beyond
+        uploads.read_upload(chosen[1], recent, 1, ahead)  # 8 minutes after its upload
 
 
 def test_a_file_that_cannot_be_used_gets_its_own_error_when_decoded_ahead(tmp_path, monkeypatch):
@@ -245,7 +255,7 @@ def test_a_file_that_cannot_be_used_gets_its_own_error_when_decoded_ahead(tmp_pa
     recent = uploads.RecentUploads()
     ahead = uploads.DecodeAhead(recent)
     ahead.start([str(corrupt)])
-    _wait_decoded(ahead, "ffff0000/other.png")
+    _wait_decoded(ahead)
     assert not corrupt.exists()  # a file that cannot be used goes too
     with pytest.raises(ImageLoadError, match="not a recognised image") as ahead_error:
         uploads.read_upload(corrupt, recent, 1, ahead)
@@ -273,15 +283,15 @@ def test_a_decode_ahead_that_fails_unexpectedly_leaves_the_decode_to_its_request
     monkeypatch.setattr(uploads, "load_image", fails_on_the_decode_thread)
     ahead = uploads.DecodeAhead(uploads.RecentUploads())
     ahead.start([str(upload)])
-    _wait_decoded(ahead, "0123abcd/slice.png")
+    _wait_decoded(ahead)
     assert upload.exists()  # left for its request to decode
     assert uploads.read_upload(upload, uploads.RecentUploads(), 1, ahead).pixels.shape == (32, 48)
     assert "decoding an upload as it arrived failed" in caplog.text and "MemoryError: no room" in caplog.text
 
 
 def test_other_frames_of_an_upload_decoded_ahead(tmp_path, monkeypatch):
-    """Frame 1 is decoded ahead, and the file deleted; a request for frame 2 is decoded from the bytes that
-    decode read, and frame 3 from the bytes kept in recent uploads."""
+    """Frame 1 is decoded ahead, and the file deleted; the other frames are decoded from the bytes that
+    decode put in the recent uploads."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     series = tmp_path / "0123abcd" / "series"
     series.parent.mkdir()
@@ -290,17 +300,17 @@ def test_other_frames_of_an_upload_decoded_ahead(tmp_path, monkeypatch):
     recent = uploads.RecentUploads()
     ahead = uploads.DecodeAhead(recent)
     ahead.start([str(series)])
-    _wait_decoded(ahead, "0123abcd/series")
+    _wait_decoded(ahead)
     assert not series.exists()
     for frame in (2, 3, 1):
         got = uploads.read_upload(series, recent, frame, ahead)
         assert np.array_equal(got.pixels, expected[frame - 1]) and not series.exists()
 
 
-def test_identical_uploads_one_decoded_ahead_both_get_the_image(tmp_path, monkeypatch):
+def test_identical_uploads_one_after_the_other_are_each_decoded_ahead_and_both_get_the_image(tmp_path, monkeypatch):
     """Gradio stores identical bytes at one path: a second upload puts the file back after the first's decode
-    ahead deleted it, and is not decoded ahead itself (its key is pending). Both requests (the same path:
-    which is whose cannot matter) get the image, and no file stays."""
+    ahead deleted it, and is decoded ahead and deleted in its turn. Both requests (the same path: which is
+    whose cannot matter) get the image, and no file stays."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     expected = load_image(_upload(tmp_path, folder="reference")).pixels
     counting = CountingLoad()
@@ -308,15 +318,14 @@ def test_identical_uploads_one_decoded_ahead_both_get_the_image(tmp_path, monkey
     recent = uploads.RecentUploads()
     ahead = uploads.DecodeAhead(recent)
     upload = _upload(tmp_path)
-    ahead.start([str(upload)])
-    _wait_decoded(ahead, "0123abcd/slice.png")
-    assert not upload.exists()
-    assert _upload(tmp_path) == upload and upload.exists()  # the identical second upload
-    ahead.start([str(upload)])
-    assert ahead.pending() == 1  # not decoded ahead again
+    for _upload_number in range(2):
+        ahead.start([str(upload)])
+        _wait_decoded(ahead)
+        assert not upload.exists()
+        assert _upload(tmp_path) == upload  # the identical second upload (and a third, unused, at the end)
+    ahead.start([str(upload)])  # the third is never classified: gone too
+    _wait_decoded(ahead)
     for _request in range(2):
         assert np.array_equal(uploads.read_upload(upload, recent, 1, ahead).pixels, expected)
     assert not upload.exists() and ahead.pending() == 0
-    # The first request took the decode ahead and deleted the second upload's file; the second request
-    # found the outcome of those identical bytes in memory.
-    assert counting.calls == [(True, "0123abcd")]
+    assert counting.calls == [(True, "0123abcd")] * 3

@@ -8,6 +8,7 @@ prediction.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -99,9 +100,9 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1, ahead: Decode
     gone then finds the outcome, where deleting it right after reading left a decode's length (~5 ms) in
     which the other request could find neither ("cannot be opened", seen with 8 clients sending the same
     examples). Choosing another frame of a multi-frame upload sends the same path again, whose file is
-    gone: its bytes are in ``recent``. With ``ahead``, frame 1 decoded when the upload arrived is taken
-    from it (or waited for, while it is being decoded); its file is gone already, and another frame is
-    decoded from the bytes that decode read."""
+    gone: its bytes are in ``recent``. With ``ahead``, a request whose upload is being decoded as it
+    arrived waits for that decode (its file is gone then; another frame is decoded from the bytes that
+    decode read); a decode ahead that is done left its file deleted and its outcome in ``recent``."""
     key = upload_key(path)
     outcome_key = f"{key} frame {frame}"
     try:
@@ -153,51 +154,51 @@ def forget_upload(path: Path) -> None:
 
 class DecodeAhead:
     """Frame 1 of each upload decoded as soon as it arrives, on a thread of its own, for the request that
-    classifies it.
+    classifies it; the file deleted once decoded.
 
     A browser uploads a file when it is chosen and asks for its prediction when Classify is clicked; an API
     client uploads, then calls. The decode (4.4 ms of a lone prediction's ~20 in the handler for the
     766×588 example) can run in that gap, on a core nothing else uses. :meth:`start` is given the stored
     files' paths (by the app's upload hook, ``tumortrace.gradio_uploads``; it only hands them to the
-    thread); :meth:`take` gives a prediction the outcome for its upload: at once if it is done, after the
-    rest of the decode if it is under way, and None (the request decodes, as without this) if it has not
-    started, which it then never does.
+    thread). The outcome (with the bytes of a multi-frame file) goes into ``recent``, as
+    :func:`read_upload` puts a request's own decode there, and the file is deleted, as a request deletes
+    the file it decodes: an upload chosen and never classified leaves no image on disk (without this it
+    stayed until Gradio's cache sweep, up to ~6 minutes). The request that classifies the upload finds
+    its file gone and the outcome in ``recent``, for as long as ``recent`` keeps it (then it is asked to
+    upload the file again). :meth:`take` is for a request that comes while its upload is being decoded:
+    it waits for the rest of that decode, or cancels one not yet started and decodes the file itself.
 
     Only while ``idle()`` says no prediction is running: under load no core is idle, and a decode ahead
     would only compete with the predictions for it (each upload is still decoded once either way). At most
-    ``keep`` outcomes wait for their request; an upload beyond that, or one whose identical bytes are
-    already being decoded, is decoded by its request. An outcome nobody takes (an upload never classified)
-    goes after ``ttl_s``.
-
-    A decoded upload's file is deleted at once, as a prediction deletes the file it decodes: an upload
-    chosen and never classified leaves no image on disk (without this it stays until Gradio's cache
-    cleaning, up to ~6 minutes), and an upload's image is only ever in memory after its decode. The
-    outcome, with the bytes of a multi-frame file, goes into ``recent`` first, as :func:`read_upload`
-    puts it there, so a request that comes after ``ttl_s`` (or one for an identical upload) finds it
-    there for as long as ``recent`` keeps it; after that it is asked to upload the file again.
+    ``keep`` decodes wait or run at once; an upload beyond that, or one whose identical bytes are being
+    decoded, is decoded by its request. Done decodes are not held here: the outcomes' memory is
+    ``recent``'s, bounded in bytes and age.
     """
 
-    def __init__(self, recent: RecentUploads, idle: Callable[[], bool] = lambda: True, keep: int = 2,
-                 ttl_s: float = 60.0):
-        self.recent, self.idle, self.keep, self.ttl_s = recent, idle, keep, ttl_s
+    def __init__(self, recent: RecentUploads, idle: Callable[[], bool] = lambda: True, keep: int = 2):
+        self.recent, self.idle, self.keep = recent, idle, keep
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tumortrace-decode")
-        self._futures: dict[str, tuple[float, Future]] = {}  # upload key -> (when submitted, its decode)
+        self._futures: dict[str, Future] = {}  # upload key -> its decode, until done or taken
         self._lock = threading.Lock()
 
     def start(self, paths: list[str]) -> None:
         """Decode these uploads' first frames (called on the server's event loop: it must not block)."""
+        submitted = []
         with self._lock:
-            self._expire(time.monotonic())
             for p in paths:
                 path = Path(p)
                 key = upload_key(path)
                 if key in self._futures or len(self._futures) >= self.keep or not self.idle():
                     continue
-                self._futures[key] = (time.monotonic(), self._pool.submit(self._decode, path))
+                self._futures[key] = future = self._pool.submit(self._decode, path)
+                submitted.append((key, future))
+        for key, future in submitted:  # outside the lock: a callback on a decode already done runs here
+            future.add_done_callback(functools.partial(self._done, key))
 
-    def _expire(self, now: float) -> None:
-        for key in [k for k, (t, f) in self._futures.items() if f.done() and now - t > self.ttl_s]:
-            del self._futures[key]
+    def _done(self, key: str, future: Future) -> None:
+        with self._lock:
+            if self._futures.get(key) is future:
+                del self._futures[key]
 
     def _decode(self, path: Path) -> tuple[LoadedImage | ImageLoadError, bytes] | None:
         try:
@@ -216,15 +217,16 @@ class DecodeAhead:
         return outcome, data
 
     def take(self, key: str) -> tuple[LoadedImage | ImageLoadError, bytes] | None:
-        """The outcome of decoding upload ``key``'s first frame, with its bytes; None where there is none."""
+        """The outcome of decoding upload ``key``'s first frame, with its bytes, waiting for a decode under
+        way; None where none is under way (done ones are in ``recent``), and a decode not yet started is
+        cancelled."""
         with self._lock:
-            self._expire(time.monotonic())
-            item = self._futures.pop(key, None)
-        if item is None or item[1].cancel():
+            future = self._futures.pop(key, None)
+        if future is None or future.cancel():
             return None
-        return item[1].result()
+        return future.result()
 
     def pending(self) -> int:
-        """Outcomes waiting for their request, or still being decoded."""
+        """Decodes waiting or under way."""
         with self._lock:
             return len(self._futures)
