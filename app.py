@@ -198,7 +198,10 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                     "Research output, not a diagnosis." + ("\n\n" + " · ".join(notes) if notes else ""))
         log.info("predict: %s, %.0f ms in the handler", loaded.config["arch"], (time.perf_counter() - started) * 1e3)
         values = (pred.probabilities, heat_file, slice_file, decision, provenance(loaded, cam_method))
-        return [_wire(component.postprocess(value)) for component, value in zip(outputs, values)]
+        wire = [_wire(component.postprocess(value)) for component, value in zip(outputs, values)]
+        wire[1]["orig_name"], wire[2]["orig_name"] = download_names(Path(file["path"]), int(frame), image.frames,
+                                                                   model_name)
+        return wire
 
     def select_model(model_name: str):
         loaded = get_model(model_name)
@@ -317,6 +320,15 @@ def classify(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: 
     pred = predict_image(loaded, image, cam_method)
     heat = cached_image(overlay(shown, pred.cam, opacity), "gradcam", lossless=False)
     return pred, heat, slice_png.result()
+
+
+def download_names(upload: Path, frame: int, frames: int, model_name: str) -> tuple[str, str]:
+    """What the page's download buttons name the overlay and the slice: after the uploaded file (as Gradio
+    stored it, its name cleaned of characters a file name may not hold), its frame where it has several,
+    and, for the overlay, the class and the model, so that downloads from several slices and models do not
+    all arrive as "gradcam.jpg". The files on the server keep their content-addressed names."""
+    stem = upload.stem + (f"_frame{frame}" if frames > 1 else "")
+    return f"{stem}_gradcam_malignant_{model_name}.jpg", f"{stem}_as_seen.png"
 
 
 def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:

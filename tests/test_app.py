@@ -312,6 +312,15 @@ def test_the_slice_png_is_lossless_gray_and_rgb(tmp_path, monkeypatch, shape):
         assert np.array_equal(np.asarray(im), pixels)
 
 
+def test_download_names_say_which_slice_frame_class_and_model():
+    import app
+
+    one = app.download_names(Path("/tmp/g/0123abcd/case 12 axial.png"), 1, 1, "resnet18_busi")
+    assert one == ("case 12 axial_gradcam_malignant_resnet18_busi.jpg", "case 12 axial_as_seen.png")
+    series = app.download_names(Path("/tmp/g/0123abcd/series.dcm"), 7, 40, "efficientnet_lite0_busi")
+    assert series == ("series_frame7_gradcam_malignant_efficientnet_lite0_busi.jpg", "series_frame7_as_seen.png")
+
+
 def _raw_predict(url: str, upload_path: str | None, model_name, frame, opacity=0.45,
                  file=None) -> tuple[list | None, str | None]:
     """One /predict call over Gradio's HTTP API for an upload already on the server: (outputs, error)."""
@@ -342,6 +351,9 @@ def test_frames_of_one_upload_are_chosen_without_uploading_it_again(app, tmp_pat
         outputs, error = _raw_predict(url, upload, name, frame)
         assert error is None, error
         assert f"frame: frame {frame} of 3 used" in outputs[3]
+        # what the page's download buttons call them: the upload, its frame, and for the overlay class and model
+        assert outputs[1]["orig_name"] == f"series_frame{frame}_gradcam_malignant_{name}.jpg"
+        assert outputs[2]["orig_name"] == f"series_frame{frame}_as_seen.png"
         with httpx.Client(timeout=60) as http:
             shown = np.asarray(Image.open(io.BytesIO(http.get(outputs[2]["url"]).content)))
         assert np.array_equal(shown, display_pixels(load_image(source, frame=frame)))

@@ -124,6 +124,9 @@ def test_another_frame_of_an_uploaded_series_is_chosen_without_uploading_it_agai
         shown = page.evaluate(SHOWN_SLICES_JS)
         assert len(shown) == 2 and all(s["natural"][1] < 100 and s["box"][1] > 300 for s in shown), shown
         assert all(s["drawn_scale"] > 3 for s in shown), shown
+        downloads = page.eval_on_selector_all(".slice-view a[download]", "links => links.map(a => a.download)")
+        model = trained_model.name
+        assert downloads == [f"multiframe_frame3_gradcam_malignant_{model}.jpg", "multiframe_frame3_as_seen.png"]
         frame_box.fill("5")
         page.get_by_role("button", name="Classify").click()
         page.get_by_text("frame 5 was asked for, but the file has 3 frames").first.wait_for(timeout=60_000)
