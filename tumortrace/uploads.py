@@ -101,30 +101,24 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1, ahead: Decode
     which the other request could find neither ("cannot be opened", seen with 8 clients sending the same
     examples). Choosing another frame of a multi-frame upload sends the same path again, whose file is
     gone: its bytes are in ``recent``. With ``ahead``, a request whose upload is being decoded as it
-    arrived waits for that decode (its file is gone then; another frame is decoded from the bytes that
-    decode read); a decode ahead that is done left its file deleted and its outcome in ``recent``."""
+    arrived first waits for that decode; a decode ahead, like a request's own, leaves the file deleted and
+    its outcome (and a multi-frame file's bytes) in ``recent``."""
     key = upload_key(path)
     outcome_key = f"{key} frame {frame}"
     try:
-        early = ahead.take(key) if ahead is not None else None
-        if early is not None:
-            outcome, data = early  # in ``recent`` already
-            if frame == 1:
-                if isinstance(outcome, ImageLoadError):
-                    raise ImageLoadError(path, outcome.reason) from None
-                return outcome
-        else:
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
-                    return earlier
-                data = recent.get(f"{key} bytes")
-                if data is None:
-                    if isinstance(first := recent.get(f"{key} frame 1"), LoadedImage):
-                        check_frame_number(path, frame, first.frames)
-                    raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an "
-                                               "upload once it is decoded: upload the file again") from None
+        if ahead is not None:
+            ahead.wait(key)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            if (earlier := _earlier_outcome(recent, outcome_key, path)) is not None:
+                return earlier
+            data = recent.get(f"{key} bytes")
+            if data is None:
+                if isinstance(first := recent.get(f"{key} frame 1"), LoadedImage):
+                    check_frame_number(path, frame, first.frames)
+                raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload "
+                                           "once it is decoded: upload the file again") from None
         try:
             image = load_image(path, frame=frame, data=data)
         except ImageLoadError as exc:
@@ -165,8 +159,8 @@ class DecodeAhead:
     the file it decodes: an upload chosen and never classified leaves no image on disk (without this it
     stayed until Gradio's cache sweep, up to ~6 minutes). The request that classifies the upload finds
     its file gone and the outcome in ``recent``, for as long as ``recent`` keeps it (then it is asked to
-    upload the file again). :meth:`take` is for a request that comes while its upload is being decoded:
-    it waits for the rest of that decode, or cancels one not yet started and decodes the file itself.
+    upload the file again). :meth:`wait` is for a request that comes while its upload is being decoded:
+    it waits for the rest of that decode, or cancels one not yet started (the request decodes the file).
 
     Only while ``idle()`` says no prediction is running: under load no core is idle, and a decode ahead
     would only compete with the predictions for it (each upload is still decoded once either way). At most
@@ -178,7 +172,7 @@ class DecodeAhead:
     def __init__(self, recent: RecentUploads, idle: Callable[[], bool] = lambda: True, keep: int = 2):
         self.recent, self.idle, self.keep = recent, idle, keep
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tumortrace-decode")
-        self._futures: dict[str, Future] = {}  # upload key -> its decode, until done or taken
+        self._futures: dict[str, Future] = {}  # upload key -> its decode, until done or waited for
         self._lock = threading.Lock()
 
     def start(self, paths: list[str]) -> None:
@@ -200,31 +194,27 @@ class DecodeAhead:
             if self._futures.get(key) is future:
                 del self._futures[key]
 
-    def _decode(self, path: Path) -> tuple[LoadedImage | ImageLoadError, bytes] | None:
+    def _decode(self, path: Path) -> None:
         try:
             data = path.read_bytes()
         except OSError:
-            return None  # its request says why
+            return  # its request says why
         try:
             outcome = load_image(path, frame=1, data=data)
         except ImageLoadError as exc:
-            outcome = ImageLoadError(path, exc.reason)
-        except Exception:  # the request decodes it again and fails the way it would have without this
+            outcome = exc
+        except Exception:  # the file stays: its request decodes it and fails the way it would without this
             log.exception("decoding an upload as it arrived failed")
-            return None
+            return
         self.recent.record(upload_key(path), 1, outcome, data)
         forget_upload(path)
-        return outcome, data
 
-    def take(self, key: str) -> tuple[LoadedImage | ImageLoadError, bytes] | None:
-        """The outcome of decoding upload ``key``'s first frame, with its bytes, waiting for a decode under
-        way; None where none is under way (done ones are in ``recent``), and a decode not yet started is
-        cancelled."""
+    def wait(self, key: str) -> None:
+        """Until upload ``key``'s decode under way is done; one not yet started is cancelled."""
         with self._lock:
             future = self._futures.pop(key, None)
-        if future is None or future.cancel():
-            return None
-        return future.result()
+        if future is not None and not future.cancel():
+            future.result()
 
     def pending(self) -> int:
         """Decodes waiting or under way."""
