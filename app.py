@@ -266,7 +266,10 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         thr.change(move_threshold, [model_choice, thr], thr_table, api_visibility="private")
         if choices:
             demo.load(select_model, model_choice, view, api_visibility="private")
-    demo.queue(default_concurrency_limit=concurrency, max_size=64)
+    # api_open=False: Gradio (off Spaces) also serves a queued event at POST /gradio_api/run/<name>, which runs
+    # it at once, outside the queue's concurrency limit and max_size, so any client could start as many
+    # predictions at once as it liked; the page, gradio_client and /call all go through the queue.
+    demo.queue(default_concurrency_limit=concurrency, max_size=64, api_open=False)
     serving_queue(demo)
     if ahead is not None and not gradio_uploads.call_after_upload(demo, ahead.start):
         log.warning("Gradio's upload route is not the one tumortrace.gradio_uploads wraps (another Gradio than "

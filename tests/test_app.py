@@ -62,6 +62,24 @@ def test_predict_probabilities_overlay_provenance(app, manifest_data, trained_mo
     assert "built for" not in proc.log_path.read_text()
 
 
+def test_predictions_only_through_the_queue(app, manifest_data):
+    """Gradio (off Spaces) would also run a queued event at once for a POST to /run/<name>, past the queue's
+    concurrency limit and length: one client could start any number of predictions at the same time."""
+    import httpx
+
+    url, _, _, name = app
+    src = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
+    with httpx.Client(timeout=60) as http:
+        path = http.post(url + "gradio_api/upload", files={"files": (src.name, src.read_bytes(), "image/png")}).json()[0]
+        payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, name, 0.45, 1]}
+        direct = http.post(url + "gradio_api/run/predict", json=payload)
+        assert direct.status_code == 404 and "join the queue" in direct.text
+        queued = http.post(url + "gradio_api/call/predict", json=payload)  # the same request, queued
+        with http.stream("GET", url + f"gradio_api/call/predict/{queued.json()['event_id']}") as events:
+            lines = list(events.iter_lines())
+    assert "event: complete" in lines, lines
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_hostile_case_through_the_app(app, manifest_data, tmp_path, case):
     """Bad files: a specific error; awkward but valid files: a prediction. The server keeps serving."""
