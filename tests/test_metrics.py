@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from tumortrace.metrics import binary_metrics, bootstrap_ci, evaluation_report, threshold_for_sensitivity
+from tumortrace.metrics import binary_metrics, bootstrap_ci, calibration, evaluation_report, threshold_for_sensitivity
 
 
 def test_hand_computed_confusion_matrix():
@@ -66,3 +66,33 @@ def test_evaluation_report_keys():
     assert set(r["thresholds"]) == {"default_0.5", "validated"}
     assert r["thresholds"]["validated"]["threshold"] == 0.3
     assert len(r["per_image"]) == 4 and r["per_image"][0]["label"] == "malignant"
+    assert r["calibration"] == calibration([1, 0, 1, 0], [0.9, 0.1, 0.4, 0.6])
+
+
+def test_hand_computed_calibration():
+    # The confusion-matrix case above. Brier: malignant (0.1² + 0.2² + 0.4² + 0.6²) = 0.57, benign (0.7² + 0.55² +
+    # 0.3² + 0.2² + 0.1² + 0.05²) = 0.935; (0.57 + 0.935) / 10. A constant 0.4 (4 malignant of 10): 0.4 · 0.6.
+    y = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    p = [0.9, 0.8, 0.6, 0.4, 0.7, 0.55, 0.3, 0.2, 0.1, 0.05]
+    c = calibration(y, p, n_bins=5)
+    assert c["brier"] == pytest.approx(0.1505) and c["brier_constant"] == pytest.approx(0.24)
+    assert c["prevalence"] == pytest.approx(0.4)
+    # Five groups of two by P(malignant): (0.05 b, 0.1 b), (0.2 b, 0.3 b), (0.4 m, 0.55 b), (0.6 m, 0.7 b),
+    # (0.8 m, 0.9 m).
+    got = [(b["p_low"], b["p_high"], b["n"], b["n_malignant"]) for b in c["bins"]]
+    assert got == [(0.05, 0.1, 2, 0), (0.2, 0.3, 2, 0), (0.4, 0.55, 2, 1), (0.6, 0.7, 2, 1), (0.8, 0.9, 2, 2)]
+    assert [b["mean_p"] for b in c["bins"]] == pytest.approx([0.075, 0.25, 0.475, 0.65, 0.85])
+    assert [b["observed"] for b in c["bins"]] == pytest.approx([0, 0, 0.5, 0.5, 1])
+    # Wilson, 0 of 2 at 95% (z = 1.96): [0, z² / (n + z²)] = [0, 3.8416 / 5.8416]
+    assert c["bins"][0]["observed_ci95"] == pytest.approx([0, 3.8416 / 5.8416], abs=1e-4)
+
+
+def test_calibration_wilson_interval_and_ties():
+    # One group: 3 malignant of 10. Wilson by hand (z = 1.96): centre (0.3 + z²/20) / (1 + z²/10) = 0.35551,
+    # half-width z·sqrt(0.3·0.7/10 + z²/400) / (1 + z²/10) = 0.24772.
+    c = calibration([1, 1, 1] + [0] * 7, [0.3] * 10, n_bins=5)  # every P(malignant) the same: one group
+    assert len(c["bins"]) == 1 and c["bins"][0]["n"] == 10 and c["bins"][0]["n_malignant"] == 3
+    assert c["bins"][0]["observed_ci95"] == pytest.approx([0.35551 - 0.24772, 0.35551 + 0.24772], abs=1e-4)
+    assert c["brier"] == pytest.approx((3 * 0.7 ** 2 + 7 * 0.3 ** 2) / 10)
+    with pytest.raises(ValueError, match="at least one image"):
+        calibration([], [])

@@ -1,11 +1,14 @@
-"""Binary metrics with malignant (label 1) as the positive class, from scikit-learn, with bootstrap CIs."""
+"""Binary metrics with malignant (label 1) as the positive class, from scikit-learn, with bootstrap CIs, and the
+calibration of P(malignant)."""
 from __future__ import annotations
 
 import math
 import warnings
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+from scipy.stats import binomtest
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, brier_score_loss, confusion_matrix, f1_score,
                              precision_score, recall_score, roc_auc_score, roc_curve)
 
 from . import CLASSES, POSITIVE_CLASS
@@ -72,6 +75,40 @@ def threshold_for_sensitivity(y_true, p_malignant, target: float = 0.90) -> floa
     return min(t, 1.0)
 
 
+def calibration(y_true, p_malignant, n_bins: int = 5) -> dict:
+    """How P(malignant) compares with what was observed.
+
+    ``brier``: scikit-learn's Brier score, the mean squared difference between P(malignant) and the label
+    (0 is perfect); ``brier_constant``: the Brier score of giving every image the split's malignant fraction
+    (``prevalence``), which knows nothing of the images. ``bins``: the images in ``n_bins`` groups of about
+    equal size by P(malignant) (scikit-learn's ``calibration_curve``, strategy "quantile"; groups without
+    images are left out, as it leaves them), each with the range of P(malignant) in it, its images, its
+    malignant ones, the mean P(malignant) and the fraction malignant with a 95% Wilson interval (scipy).
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(p_malignant, dtype=float)
+    if len(y) == 0:
+        raise ValueError("calibration needs at least one image")
+    observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile", pos_label=1)
+    # calibration_curve gives neither the counts nor the ranges: its bins, drawn the way it draws them
+    edges = np.percentile(p, np.linspace(0, 100, n_bins + 1))
+    ids = np.searchsorted(edges[1:-1], p)
+    bins = []
+    for i, b in enumerate(np.unique(ids)):
+        members = ids == b
+        n, k = int(members.sum()), int(y[members].sum())
+        if not math.isclose(float(predicted[i]), float(p[members].mean()), abs_tol=1e-9):
+            raise RuntimeError("scikit-learn's calibration_curve no longer draws its quantile bins as "
+                               "tumortrace.metrics.calibration expects")
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        bins.append({"p_low": float(p[members].min()), "p_high": float(p[members].max()), "n": n,
+                     "n_malignant": k, "mean_p": float(predicted[i]), "observed": float(observed[i]),
+                     "observed_ci95": [float(ci.low), float(ci.high)]})
+    prevalence = float(y.mean())
+    return {"brier": float(brier_score_loss(y, p, pos_label=1)), "brier_constant": prevalence * (1 - prevalence),
+            "prevalence": prevalence, "bins": bins}
+
+
 def evaluation_report(y_true, p_malignant, groups, threshold: float, threshold_rule: str,
                       n_boot: int = 1000, seed: int = 0, names=None) -> dict:
     """The content of evaluation.json: metrics with CIs at 0.5 and at the validated threshold."""
@@ -94,6 +131,7 @@ def evaluation_report(y_true, p_malignant, groups, threshold: float, threshold_r
     fpr, tpr, thr = roc_curve(y, p, pos_label=1) if len(set(y)) > 1 else ([], [], [])
     report["roc_curve"] = {"fpr": list(map(float, fpr)), "tpr": list(map(float, tpr)),
                            "thresholds": [float(min(t, 1.0)) for t in thr]}
+    report["calibration"] = calibration(y, p) if len(y) else None
     report["per_image"] = [
         {"image": n, "label": CLASSES[int(t)], "p_malignant": float(q), "group": None if g is None else str(g)}
         for n, t, q, g in zip(names if names is not None else range(len(y)), y, p,
