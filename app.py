@@ -147,6 +147,12 @@ def threshold_markdown(evaluation: dict | None, threshold: float) -> str:
             f"TP {cm['tp']} · FN {cm['fn']} · FP {cm['fp']} · TN {cm['tn']}")
 
 
+def calibration_markdown(evaluation: dict | None) -> str:
+    from tumortrace.card import calibration_markdown  # with scikit-learn: imported once the server is up (main())
+
+    return calibration_markdown(evaluation)
+
+
 def model_card(loaded: LoadedModel) -> str:
     path = loaded.file("README.md")
     text = path.read_text(encoding="utf-8") if path else "This model has no model card."
@@ -206,7 +212,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
     def select_model(model_name: str):
         loaded = get_model(model_name)
         ev = _read_json(loaded.file("evaluation.json"))
-        return (header_markdown(registry, loaded), metrics_markdown(ev),
+        return (header_markdown(registry, loaded), metrics_markdown(ev), calibration_markdown(ev),
                 _path_or_none(loaded.file("roc.png")), _path_or_none(loaded.file("curves.png")),
                 gr.update(value=loaded.model.threshold), threshold_markdown(ev, loaded.model.threshold),
                 model_card(loaded))
@@ -243,6 +249,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                 prov = gr.Markdown(label="provenance")
             with gr.Tab("Evaluation"):
                 metrics = gr.Markdown()
+                calib = gr.Markdown()
                 with gr.Row():
                     roc = gr.Image(label="ROC curve, held-out test split", type="filepath")
                     curves = gr.Image(label="Training curves", type="filepath")
@@ -261,7 +268,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             changed(None, None, outputs, js="() => [{}, null, null, '', '']")
         run.click(predict, [upload, model_choice, opacity_slider, frame_number], outputs, api_name="predict",
                   preprocess=False, postprocess=False)
-        view = [header, metrics, roc, curves, thr, thr_table, card]
+        view = [header, metrics, calib, roc, curves, thr, thr_table, card]
         model_choice.change(select_model, model_choice, view, api_visibility="private")
         thr.change(move_threshold, [model_choice, thr], thr_table, api_visibility="private")
         if choices:
@@ -537,7 +544,7 @@ def main(args: argparse.Namespace) -> int:
                               torchscript=args.torchscript)
     demo = build_app(registry, args.cam_method, args.concurrency, args.decode_ahead)
     hops = launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=auth)
-    import_after_start("tumortrace.metrics")  # scikit-learn, for the threshold table of a page's first view
+    import_after_start("tumortrace.card")  # with scikit-learn: the threshold and calibration tables of a first view
     if args.share and not demo.share_url:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)

@@ -339,6 +339,24 @@ def test_download_names_say_which_slice_frame_class_and_model():
     assert series == ("series_frame7_gradcam_malignant_efficientnet_lite0_busi.jpg", "series_frame7_as_seen.png")
 
 
+def test_calibration_table_of_the_evaluation_tab():
+    import app
+
+    # The hand-computed case of tests/test_metrics.py: five groups of two by P(malignant).
+    y = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    p = [0.9, 0.8, 0.6, 0.4, 0.7, 0.55, 0.3, 0.2, 0.1, 0.05]
+    rows = [{"label": "malignant" if t else "benign", "p_malignant": q} for t, q in zip(y, p)]
+    text = app.calibration_markdown({"per_image": rows})
+    assert "Brier score **0.150**" in text  # 0.1505, stored as 0.15049… and "0.240 for giving every image the split's malignant fraction, 40%" in text
+    assert "positive class **malignant**" in text and "not a calibrated risk" in text
+    table = [line for line in text.splitlines() if line.startswith("| 0.")]
+    assert table[0] == "| 0.050–0.100 | 2 | 0.075 | 0/2 = 0.000 (0.000–0.658) |"
+    assert table[-1].startswith("| 0.800–0.900 | 2 | 0.850 | 2/2 = 1.000 (0.342–1.000)")
+    assert len(table) == 5
+    assert "no calibration to show" in app.calibration_markdown({"per_image": []})
+    assert "no calibration to show" in app.calibration_markdown(None)
+
+
 def _raw_predict(url: str, upload_path: str | None, model_name, frame, opacity=0.45,
                  file=None) -> tuple[list | None, str | None]:
     """One /predict call over Gradio's HTTP API for an upload already on the server: (outputs, error)."""

@@ -66,6 +66,8 @@ def test_upload_classify_and_tabs(trained_model, manifest_data, tmp_path):
         page.screenshot(path=str(shots / "predict.png"), full_page=True)
         page.get_by_role("tab", name="Evaluation").click()
         page.get_by_text("Held-out test split:").wait_for(timeout=30_000)
+        page.get_by_text("Calibration on the held-out test images").wait_for(timeout=30_000)
+        assert "Brier score" in page.inner_text("body")
         page.wait_for_timeout(500)
         page.screenshot(path=str(shots / "evaluation.png"), full_page=True)
         page.get_by_role("tab", name="About").click()

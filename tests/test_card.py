@@ -52,3 +52,26 @@ def test_card_says_when_the_device_was_recorded_after_training():
          "device_source": "recorded after training, from commit abb086a"}
     assert training_summary(s).endswith("trained on CPU (x86_64, 2 cores), fp32 (device recorded after training, "
                                         "from commit abb086a)")
+
+
+def test_shipped_cards_carry_the_calibration_of_their_own_test_probabilities():
+    """The card's calibration section is rendered from evaluation.json's per-image test probabilities, and the
+    shipped cards are what `python -m tumortrace.card` writes from their files today."""
+    import json
+    from pathlib import Path
+
+    from tumortrace.card import render, training_summary as summary_text
+
+    for folder in sorted((Path(__file__).resolve().parents[1] / "weights").iterdir()):
+        if not (folder / "evaluation.json").is_file():
+            continue
+        evaluation = json.loads((folder / "evaluation.json").read_text())
+        card = (folder / "README.md").read_text()
+        section = card.split("## Calibration of P(malignant) (test split)\n", 1)[1].split("\n## ", 1)[0]
+        assert f"Brier score **{evaluation['calibration']['brier']:.3f}**" in section
+        assert sum(b["n"] for b in evaluation["calibration"]["bins"]) == evaluation["n_images"]
+        assert section.count("\n| 0.") == len(evaluation["calibration"]["bins"])
+        config = json.loads((folder / "config.json").read_text())
+        history = json.loads((folder / "history.json").read_text())["summary"]
+        rendered = render(config, evaluation, {"text": summary_text(history)}, "")
+        assert rendered.split("## Data")[0] == card.split("## Data")[0]

@@ -39,3 +39,5 @@ def test_evaluate_reproduces_shipped_test_metrics(config):
         a, b = got["thresholds"][which]["metrics"], shipped["thresholds"][which]["metrics"]
         assert a["confusion_matrix"] == b["confusion_matrix"]
         assert a["roc_auc"] == pytest.approx(b["roc_auc"], abs=1e-6)
+    assert got["calibration"]["brier"] == pytest.approx(shipped["calibration"]["brier"], abs=1e-6)
+    assert [b["n_malignant"] for b in got["calibration"]["bins"]] == [b["n_malignant"] for b in shipped["calibration"]["bins"]]

@@ -5,8 +5,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import INTENDED_USE, POSITIVE_CLASS, __version__
+from . import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__
 from .engine import DEFAULT_LR, learning_rate
+from .metrics import calibration
 
 BUSI_CITATION = ("Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. Dataset of breast ultrasound images. "
                  "Data in Brief 28 (2020) 104863. doi:10.1016/j.dib.2019.104863")
@@ -94,6 +95,29 @@ def write_card(folder: str | Path) -> Path:
     return folder / "README.md"
 
 
+def calibration_markdown(evaluation: dict | None) -> str:
+    """How P(malignant) compared with the test labels, from the per-image test probabilities of ``evaluation``:
+    the Brier score and a table by groups of P(malignant) (the app's Evaluation tab and the model card)."""
+    if not evaluation or not evaluation.get("per_image"):
+        return "No per-image test probabilities shipped with this model: no calibration to show."
+    rows = evaluation["per_image"]
+    c = calibration([CLASSES.index(r["label"]) for r in rows], [r["p_malignant"] for r in rows])
+    lines = [f"**Calibration on the held-out test images** (does P(malignant) match how often the lesions were "
+             f"malignant? positive class **malignant**): Brier score **{c['brier']:.3f}** (0 is perfect; "
+             f"{c['brier_constant']:.3f} for giving every image the split's malignant fraction, "
+             f"{c['prevalence']:.0%}).", "",
+             "| P(malignant) of the images | images | mean P(malignant) | observed malignant (95% CI) |",
+             "|---|---|---|---|"]
+    for b in c["bins"]:
+        lo, hi = b["observed_ci95"]
+        lines.append(f"| {b['p_low']:.3f}–{b['p_high']:.3f} | {b['n']} | {b['mean_p']:.3f} | "
+                     f"{b['n_malignant']}/{b['n']} = {b['observed']:.3f} ({lo:.3f}–{hi:.3f}) |")
+    lines += ["", f"The test images in {len(c['bins'])} groups of about equal size by P(malignant); Wilson "
+              "intervals. With this few images per group the observed fractions are coarse: P(malignant) is a "
+              "model output, not a calibrated risk."]
+    return "\n".join(lines)
+
+
 def render(config: dict, evaluation: dict, history_summary: dict, data_citation: str = "") -> str:
     modality = config.get("modality", "unspecified")
     rows = []
@@ -152,6 +176,9 @@ Confusion matrix at the validated threshold: TP {cm['tp']}, FN {cm['fn']}, FP {c
 
 ## Where the model looks (Grad-CAM peak vs. radiologist's lesion mask, test split)
 {chr(10).join(cam_lines) or 'No lesion masks in the test data.'}
+
+## Calibration of P(malignant) (test split)
+{calibration_markdown(evaluation)}
 
 ## Limitations
 {chr(10).join('- ' + x for x in limitations)}
