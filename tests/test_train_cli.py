@@ -28,8 +28,10 @@ def test_train_writes_every_artifact(trained_model):
     # the synthetic lesions are easy: a working pipeline separates them
     assert ev["thresholds"]["default_0.5"]["metrics"]["roc_auc"] >= 0.9
     assert ev["cam_peak_in_mask"]["malignant"]["n"] > 0
+    assert sum(b["n"] for b in ev["calibration"]["bins"]) == ev["n_images"]
     card = (trained_model / "README.md").read_text()
     assert "not for diagnosis" in card and "synthetic" in card and "malignant" in card
+    assert f"Brier score **{ev['calibration']['brier']:.3f}**" in card
     history = json.loads((trained_model / "history.json").read_text())
     assert history["epochs"] and history["summary"]["best_epoch"] >= 1
     assert history["summary"]["shipped_weights_max_prob_diff_vs_fp32"] <= 1e-3
@@ -208,7 +210,7 @@ def test_torchrun_two_cpu_processes(manifest_data, tmp_path):
     assert (out / "model.safetensors").exists() and (out / "evaluation.json").exists()
     assert proc.stderr.count("epoch 1:") == 1  # only rank 0 logs/writes
     # both ranks trained one model: rank 0 wrote it, and its evaluation ran once
-    assert proc.stderr.count("test (positive = malignant)") == 1
+    assert proc.stderr.count("test (positive = malignant)") == 1 and proc.stderr.count("; Brier score ") == 1
 
 
 def test_skip_test_leaves_test_split_untouched_until_evaluate_write(manifest_data, tmp_path):

@@ -259,8 +259,10 @@ def finalize(args, model, images, samples, split, root, history, stopper, val_pr
     write_evaluation(out, report)
     v = report["thresholds"]["validated"]
     log.info("test (positive = malignant): ROC-AUC %.3f %s; at threshold %.3f sensitivity %.3f %s, "
-             "specificity %.3f %s", v["metrics"]["roc_auc"], v["ci95"]["roc_auc"], v["threshold"],
-             v["metrics"]["recall"], v["ci95"]["recall"], v["metrics"]["specificity"], v["ci95"]["specificity"])
+             "specificity %.3f %s; Brier score %.3f (%.3f for a constant at the test's malignant fraction)",
+             v["metrics"]["roc_auc"], v["ci95"]["roc_auc"], v["threshold"], v["metrics"]["recall"],
+             v["ci95"]["recall"], v["metrics"]["specificity"], v["ci95"]["specificity"],
+             report["calibration"]["brier"], report["calibration"]["brier_constant"])
     return report
 
 
