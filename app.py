@@ -38,7 +38,7 @@ _OPENMP_SPIN = openmp.shorten_spin()
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tumortrace import (CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__, gradio_paths, gradio_uploads,  # noqa: E402
+from tumortrace import (INTENDED_USE, POSITIVE_CLASS, __version__, gradio_paths, gradio_uploads,  # noqa: E402
                         malloc, server_hops)
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
@@ -134,11 +134,9 @@ def metrics_markdown(evaluation: dict | None) -> str:
 def threshold_markdown(evaluation: dict | None, threshold: float) -> str:
     if not evaluation or not evaluation.get("per_image"):
         return "No per-image test probabilities shipped with this model."
-    from tumortrace.metrics import binary_metrics  # imported once the server is up: see main()
+    from tumortrace.metrics import binary_metrics, per_image_labels  # imported once the server is up: see main()
 
-    y = [CLASSES.index(r["label"]) for r in evaluation["per_image"]]
-    p = [r["p_malignant"] for r in evaluation["per_image"]]
-    m = binary_metrics(y, p, threshold)
+    m = binary_metrics(*per_image_labels(evaluation["per_image"]), threshold)
     cm = m["confusion_matrix"]
     return (f"At threshold **{threshold:.3f}** (call *malignant* when P(malignant) ≥ threshold), on the held-out "
             f"test images — positive class **malignant**:\n\n"
@@ -151,6 +149,18 @@ def calibration_markdown(evaluation: dict | None) -> str:
     from tumortrace.card import calibration_markdown  # with scikit-learn: imported once the server is up (main())
 
     return calibration_markdown(evaluation)
+
+
+def evaluation_text(loaded: LoadedModel, view, *args) -> str:
+    """``view(evaluation, *args)`` of the model's evaluation.json; for a file this version cannot read (a model
+    folder or Hub repo may carry any), what is wrong with it in the view's place, so that the rest of the
+    Evaluation tab and the model still serve."""
+    path = loaded.file("evaluation.json")
+    try:
+        return view(_read_json(path), *args)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:  # JSON, UTF-8, a key, a value
+        log.warning("%s cannot be shown (%s): %s: %s", path, view.__name__, type(exc).__name__, exc)
+        return f"❌ **This model's `evaluation.json` cannot be shown here** ({type(exc).__name__}: {exc})."
 
 
 def model_card(loaded: LoadedModel) -> str:
@@ -211,14 +221,14 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
 
     def select_model(model_name: str):
         loaded = get_model(model_name)
-        ev = _read_json(loaded.file("evaluation.json"))
-        return (header_markdown(registry, loaded), metrics_markdown(ev), calibration_markdown(ev),
-                _path_or_none(loaded.file("roc.png")), _path_or_none(loaded.file("curves.png")),
-                gr.update(value=loaded.model.threshold), threshold_markdown(ev, loaded.model.threshold),
-                model_card(loaded))
+        threshold = loaded.model.threshold
+        return (header_markdown(registry, loaded), evaluation_text(loaded, metrics_markdown),
+                evaluation_text(loaded, calibration_markdown), _path_or_none(loaded.file("roc.png")),
+                _path_or_none(loaded.file("curves.png")), gr.update(value=threshold),
+                evaluation_text(loaded, threshold_markdown, threshold), model_card(loaded))
 
     def move_threshold(model_name: str, threshold: float) -> str:
-        return threshold_markdown(_read_json(get_model(model_name).file("evaluation.json")), threshold)
+        return evaluation_text(get_model(model_name), threshold_markdown, threshold)
 
     examples = sorted(str(p) for p in EXAMPLES.glob("*") if p.is_file() and p.suffix != ".md")
     with gr.Blocks(title="TumorTrace (research demo)", delete_cache=(60, 300)) as demo:

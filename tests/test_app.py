@@ -357,6 +357,38 @@ def test_calibration_table_of_the_evaluation_tab():
     assert "no calibration to show" in app.calibration_markdown(None)
 
 
+@pytest.mark.parametrize("content, said", [
+    ("{not json", "JSONDecodeError"),
+    (json.dumps({"thresholds": {}}), "KeyError: 'default_0.5'"),
+    (json.dumps({"per_image": [{"label": "normal", "p_malignant": 0.3}]}),
+     "a test image's label is 'normal', not one of benign, malignant"),
+    (json.dumps({"per_image": [{"label": "benign", "p_malignant": 1.5}]}),
+     "a test image's p_malignant is 1.5, not a probability from 0 to 1"),
+    (json.dumps({"per_image": [{"label": "benign", "p_malignant": "0.2"}]}), "p_malignant is '0.2'"),
+])
+def test_an_unreadable_evaluation_is_explained_in_its_place(tmp_path, caplog, content, said):
+    """A model folder or Hub repo may carry an evaluation.json this version cannot read: each view of the Evaluation
+    tab says so instead of failing the tab's whole update (the model still serves)."""
+    from types import SimpleNamespace
+
+    import app
+
+    path = tmp_path / "evaluation.json"
+    path.write_text(content)
+    loaded = SimpleNamespace(file=lambda name: path if name == "evaluation.json" else None)
+    views = [app.evaluation_text(loaded, app.metrics_markdown), app.evaluation_text(loaded, app.calibration_markdown),
+             app.evaluation_text(loaded, app.threshold_markdown, 0.5)]
+    failed = [v for v in views if v.startswith("❌ **This model's `evaluation.json` cannot be shown here**")]
+    assert failed and any(said in v for v in failed)
+    assert "cannot be shown" in caplog.text
+    good = tmp_path / "good.json"
+    good.write_text((Path(__file__).resolve().parents[1] / "weights" / "efficientnet_lite0_busi" /
+                     "evaluation.json").read_text())
+    fine = SimpleNamespace(file=lambda name: good)
+    assert app.evaluation_text(fine, app.metrics_markdown).startswith("| metric (positive class: **malignant**)")
+    assert app.evaluation_text(fine, app.threshold_markdown, 0.5).startswith("At threshold **0.500**")
+
+
 def _raw_predict(url: str, upload_path: str | None, model_name, frame, opacity=0.45,
                  file=None) -> tuple[list | None, str | None]:
     """One /predict call over Gradio's HTTP API for an upload already on the server: (outputs, error)."""

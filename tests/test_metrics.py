@@ -96,3 +96,16 @@ def test_calibration_wilson_interval_and_ties():
     assert c["brier"] == pytest.approx((3 * 0.7 ** 2 + 7 * 0.3 ** 2) / 10)
     with pytest.raises(ValueError, match="at least one image"):
         calibration([], [])
+
+
+def test_per_image_records_are_read_back_or_refused_by_name():
+    from tumortrace.metrics import per_image_labels
+
+    assert per_image_labels([{"label": "malignant", "p_malignant": 1}, {"label": "benign", "p_malignant": 0.25}]) == \
+        ([1, 0], [1.0, 0.25])
+    for record, said in (({"label": "normal", "p_malignant": 0.3}, "label is 'normal'"),
+                         ({"label": "benign", "p_malignant": -0.1}, "p_malignant is -0.1"),
+                         ({"label": "benign", "p_malignant": float("nan")}, "p_malignant is nan"),
+                         ({"label": "benign", "p_malignant": True}, "p_malignant is True")):
+        with pytest.raises(ValueError, match=said):
+            per_image_labels([record])

@@ -5,9 +5,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import CLASSES, INTENDED_USE, POSITIVE_CLASS, __version__
+from . import INTENDED_USE, POSITIVE_CLASS, __version__
 from .engine import DEFAULT_LR, learning_rate
-from .metrics import calibration
+from .metrics import calibration, per_image_labels
 
 BUSI_CITATION = ("Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. Dataset of breast ultrasound images. "
                  "Data in Brief 28 (2020) 104863. doi:10.1016/j.dib.2019.104863")
@@ -100,8 +100,7 @@ def calibration_markdown(evaluation: dict | None) -> str:
     the Brier score and a table by groups of P(malignant) (the app's Evaluation tab and the model card)."""
     if not evaluation or not evaluation.get("per_image"):
         return "No per-image test probabilities shipped with this model: no calibration to show."
-    rows = evaluation["per_image"]
-    c = calibration([CLASSES.index(r["label"]) for r in rows], [r["p_malignant"] for r in rows])
+    c = calibration(*per_image_labels(evaluation["per_image"]))
     lines = [f"**Calibration on the held-out test images** (does P(malignant) match how often the lesions were "
              f"malignant? positive class **malignant**): Brier score **{c['brier']:.3f}** (0 is perfect; "
              f"{c['brier_constant']:.3f} for giving every image the split's malignant fraction, "

@@ -109,6 +109,21 @@ def calibration(y_true, p_malignant, n_bins: int = 5) -> dict:
             "prevalence": prevalence, "bins": bins}
 
 
+def per_image_labels(per_image: list[dict]) -> tuple[list[int], list[float]]:
+    """Labels (1 = malignant) and P(malignant) of an evaluation's ``per_image`` records, refusing any that
+    evaluation_report would not have written."""
+    y, p = [], []
+    for record in per_image:
+        label, prob = record["label"], record["p_malignant"]
+        if label not in CLASSES:
+            raise ValueError(f"a test image's label is {label!r}, not one of {', '.join(CLASSES)}")
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
+            raise ValueError(f"a test image's p_malignant is {prob!r}, not a probability from 0 to 1")
+        y.append(CLASSES.index(label))
+        p.append(float(prob))
+    return y, p
+
+
 def evaluation_report(y_true, p_malignant, groups, threshold: float, threshold_rule: str,
                       n_boot: int = 1000, seed: int = 0, names=None) -> dict:
     """The content of evaluation.json: metrics with CIs at 0.5 and at the validated threshold."""
