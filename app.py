@@ -60,6 +60,10 @@ MAX_FILE_SIZE = "25mb"
 # aspect (the browser interpolates, as an image viewer's zoom does).
 CSS = (".prose td, .prose th { overflow-wrap: break-word; word-break: normal; }\n"
        ".slice-view img { object-fit: contain; }")
+FORGET_RUN_HISTORY_JS = """() => {
+  for (const store of [localStorage, sessionStorage])
+    for (const key of Object.keys(store)) if (key.startsWith('gradio:run-history:')) store.removeItem(key);
+}"""
 CONCURRENCY = 2  # predictions at once (default of --concurrency): the 2-core target machine is saturated by two
 METRIC_ROWS = [("roc_auc", "ROC-AUC"), ("recall", "Sensitivity (recall)"), ("specificity", "Specificity"),
                ("precision", "Precision (PPV)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
@@ -283,6 +287,9 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         thr.change(move_threshold, [model_choice, thr], thr_table, api_visibility="private")
         if choices:
             demo.load(select_model, model_choice, view, api_visibility="private")
+        # Run history is off (launch()), but Gradio leaves in the browser what it recorded before: every earlier
+        # prediction's file name, result and image links, with no expiry. The page removes them when it opens.
+        demo.load(None, None, None, js=FORGET_RUN_HISTORY_JS)
     # api_open=False: Gradio (off Spaces) also serves a queued event at POST /gradio_api/run/<name>, which runs
     # it at once, outside the queue's concurrency limit and max_size, so any client could start as many
     # predictions at once as it liked; the page, gradio_client and /call all go through the queue.
@@ -504,12 +511,18 @@ def launch(demo: gr.Blocks, **options) -> list[str]:
     once (``tumortrace.gradio_paths``).
 
     Gradio's /monitoring endpoints are off: the app has no use for its traffic dashboard, which would
-    otherwise be reachable without a login on a local app, and ServingQueue skips their summary."""
+    otherwise be reachable without a login on a local app, and ServingQueue skips their summary.
+
+    Gradio's run history is off: by default Gradio 6 keeps a record of every prediction in the browser's
+    localStorage (the uploaded file's name, which often carries a patient's, the probabilities, the decision,
+    links to the images) with no expiry, and its /gradio_api/runs page offers to save future runs, the
+    uploaded images among them, to a Hugging Face bucket. Off, it records nothing and deletes what an earlier
+    version of the app left in the browser."""
     if not gradio_paths.resolve_folders_once():
         log.warning("gradio.utils.is_in_or_equal is not the function tumortrace.gradio_paths repeats (another "
                     "Gradio than requirements.txt pins?): its path checks resolve every folder on every call")
     demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, prevent_thread_lock=True, footer_links=["api"],
-                enable_monitoring=False, css=CSS, **options)
+                enable_monitoring=False, run_history=False, css=CSS, **options)
     return server_hops.fewer_hops(demo.app)
 
 

@@ -193,6 +193,19 @@ def test_gradios_traffic_monitoring_is_off(app):
         assert err.value.code == 403
 
 
+def test_gradios_run_history_is_off(app):
+    """Gradio 6 records every prediction (file name, results, image links) in the browser with no expiry, and its
+    /runs page offers to save runs, uploads included, to a Hugging Face bucket; the browser half is tested in
+    tests/test_browser.py."""
+    url = app[0]
+    with urllib.request.urlopen(url + "config", timeout=10) as response:
+        assert json.load(response)["run_history"] is False
+    for path in ("gradio_api/runs", "gradio_api/run-history/records", "gradio_api/run-history/buckets"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url + path, timeout=10)
+        assert err.value.code == 404, path
+
+
 def test_share_without_login_refuses_to_start():
     proc = run_cli("app.py", "--share", "--port", "0", timeout=120, env={"TUMORTRACE_AUTH": ""})
     assert proc.returncode == 2

@@ -42,6 +42,8 @@ SHOWN_SLICES_JS = """() => [...document.querySelectorAll('.slice-view img')].fil
   return {natural: [i.naturalWidth, i.naturalHeight], box: [r.width, r.height], fit,
           drawn_scale: fit === 'contain' ? scale : fit === 'scale-down' ? Math.min(scale, 1) : null};
 })"""
+RUN_HISTORY_KEYS_JS = """() => [localStorage, sessionStorage].flatMap(store => Object.keys(store))
+  .filter(key => key.startsWith('gradio:run-history:'))"""
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -62,6 +64,15 @@ def test_upload_classify_and_tabs(trained_model, manifest_data, tmp_path):
         page.get_by_text("Decision at the model's validated threshold").wait_for(timeout=60_000)
         body = page.inner_text("body")
         assert "malignant" in body and "benign" in body and "weights sha256" in body
+        # No run history in the browser (Gradio 6 keeps one by default), and the page removes an earlier one.
+        assert page.evaluate(RUN_HISTORY_KEYS_JS) == []
+        page.evaluate("() => localStorage.setItem('gradio:run-history:v2:1234', '[{\"inputs\": [\"patient.dcm\"]}]')")
+        page.reload(wait_until="networkidle")
+        page.wait_for_timeout(500)
+        assert page.evaluate(RUN_HISTORY_KEYS_JS) == []
+        page.set_input_files("input[type=file]", str(image))
+        page.get_by_role("button", name="Classify").click()
+        page.get_by_text("Decision at the model's validated threshold").wait_for(timeout=60_000)
         page.wait_for_timeout(500)
         page.screenshot(path=str(shots / "predict.png"), full_page=True)
         page.get_by_role("tab", name="Evaluation").click()
