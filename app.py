@@ -39,7 +39,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tumortrace import (INTENDED_USE, POSITIVE_CLASS, __version__, gradio_paths, gradio_uploads,  # noqa: E402
-                        malloc, server_hops)
+                        malloc, no_store, server_hops)
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
 from tumortrace.gradio_queue import serving_queue  # noqa: E402
@@ -508,7 +508,8 @@ def server_stack(demo: gr.Blocks) -> str:
 def launch(demo: gr.Blocks, **options) -> list[str]:
     """Start serving ``demo`` in the background (``demo.block_thread()`` waits), as the app always does; what
     ``tumortrace.server_hops`` applied to its server. Gradio's path checks resolve its configured folders
-    once (``tumortrace.gradio_paths``).
+    once (``tumortrace.gradio_paths``), and the files it serves go out with ``Cache-Control: no-store``
+    (``tumortrace.no_store``).
 
     Gradio's /monitoring endpoints are off: the app has no use for its traffic dashboard, which would
     otherwise be reachable without a login on a local app, and ServingQueue skips their summary.
@@ -523,6 +524,9 @@ def launch(demo: gr.Blocks, **options) -> list[str]:
                     "Gradio than requirements.txt pins?): its path checks resolve every folder on every call")
     demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, prevent_thread_lock=True, footer_links=["api"],
                 enable_monitoring=False, run_history=False, css=CSS, **options)
+    if not no_store.wrap_file_responses(demo.app):
+        log.warning("Gradio's server is not the Starlette app tumortrace.no_store wraps (another Gradio than "
+                    "requirements.txt pins?): browsers may keep the output images in their cache")
     return server_hops.fewer_hops(demo.app)
 
 

@@ -206,6 +206,25 @@ def test_gradios_run_history_is_off(app):
         assert err.value.code == 404, path
 
 
+def test_output_images_are_served_not_to_be_stored(app, manifest_data):
+    """The slice as seen (a lossless image of the upload) and the overlay: browsers would otherwise keep them in
+    their disk cache (Gradio sends an ETag and Last-Modified, no Cache-Control)."""
+    import httpx
+
+    url, _, _, name = app
+    src = sorted((manifest_data / "malignant" / "images").glob("*.png"))[1]
+    with httpx.Client(timeout=60) as http:
+        path = http.post(url + "gradio_api/upload", files={"files": (src.name, src.read_bytes(), "image/png")}).json()[0]
+    outputs, error = _raw_predict(url, path, name, 1)
+    assert error is None
+    with httpx.Client(timeout=60) as http:
+        for out in outputs[1:3]:
+            for method in ("GET", "HEAD"):
+                response = http.request(method, out["url"])
+                assert response.status_code == 200 and response.headers["cache-control"] == "no-store", method
+        assert "no-store" not in http.get(url + "config").headers.get("cache-control", "")
+
+
 def test_share_without_login_refuses_to_start():
     proc = run_cli("app.py", "--share", "--port", "0", timeout=120, env={"TUMORTRACE_AUTH": ""})
     assert proc.returncode == 2
