@@ -517,8 +517,8 @@ def launch(demo: gr.Blocks, **options) -> list[str]:
     Gradio's run history is off: by default Gradio 6 keeps a record of every prediction in the browser's
     localStorage (the uploaded file's name, which often carries a patient's, the probabilities, the decision,
     links to the images) with no expiry, and its /gradio_api/runs page offers to save future runs, the
-    uploaded images among them, to a Hugging Face bucket. Off, it records nothing and deletes what an earlier
-    version of the app left in the browser."""
+    uploaded images among them, to a Hugging Face bucket. Off, it records nothing (the page itself removes what
+    an earlier version of the app left in the browser: FORGET_RUN_HISTORY_JS; Gradio does not)."""
     if not gradio_paths.resolve_folders_once():
         log.warning("gradio.utils.is_in_or_equal is not the function tumortrace.gradio_paths repeats (another "
                     "Gradio than requirements.txt pins?): its path checks resolve every folder on every call")
