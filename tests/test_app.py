@@ -379,7 +379,8 @@ def test_calibration_table_of_the_evaluation_tab():
     p = [0.9, 0.8, 0.6, 0.4, 0.7, 0.55, 0.3, 0.2, 0.1, 0.05]
     rows = [{"label": "malignant" if t else "benign", "p_malignant": q} for t, q in zip(y, p)]
     text = app.calibration_markdown({"per_image": rows})
-    assert "Brier score **0.150**" in text  # 0.1505, stored as 0.15049… and "0.240 for giving every image the split's malignant fraction, 40%" in text
+    assert "Brier score **0.150**" in text  # 0.1505, stored as 0.15049…
+    assert "0.240 for giving every image the split's malignant fraction, 40%" in text
     assert "positive class **malignant**" in text and "not a calibrated risk" in text
     table = [line for line in text.splitlines() if line.startswith("| 0.")]
     assert table[0] == "| 0.050–0.100 | 2 | 0.075 | 0/2 = 0.000 (0.000–0.658) |"
