@@ -155,16 +155,27 @@ def calibration_markdown(evaluation: dict | None) -> str:
     return calibration_markdown(evaluation)
 
 
-def evaluation_text(loaded: LoadedModel, view, *args) -> str:
-    """``view(evaluation, *args)`` of the model's evaluation.json; for a file this version cannot read (a model
-    folder or Hub repo may carry any), what is wrong with it in the view's place, so that the rest of the
-    Evaluation tab and the model still serve."""
+def evaluation_texts(loaded: LoadedModel, *views) -> list[str]:
+    """Each ``(view, *args)`` of the model's evaluation.json, read once: ``view(evaluation, *args)``, or, for a
+    file this version cannot read (a model folder or Hub repo may carry any), what is wrong with it in that
+    view's place, so that the rest of the Evaluation tab and the model still serve."""
     path = loaded.file("evaluation.json")
     try:
-        return view(_read_json(path), *args)
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:  # JSON, UTF-8, a key, a value
-        log.warning("%s cannot be shown (%s): %s: %s", path, view.__name__, type(exc).__name__, exc)
-        return f"❌ **This model's `evaluation.json` cannot be shown here** ({type(exc).__name__}: {exc})."
+        evaluation = _read_json(path)
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        return [_cannot_show(path, exc)] * len(views)
+    texts = []
+    for view, *args in views:
+        try:
+            texts.append(view(evaluation, *args))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # a key or a value it would not have written
+            texts.append(_cannot_show(path, exc, view.__name__))
+    return texts
+
+
+def _cannot_show(path: Path, exc: Exception, view: str = "every view") -> str:
+    log.warning("%s cannot be shown (%s): %s: %s", path, view, type(exc).__name__, exc)
+    return f"❌ **This model's `evaluation.json` cannot be shown here** ({type(exc).__name__}: {exc})."
 
 
 def model_card(loaded: LoadedModel) -> str:
@@ -226,13 +237,14 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
     def select_model(model_name: str):
         loaded = get_model(model_name)
         threshold = loaded.model.threshold
-        return (header_markdown(registry, loaded), evaluation_text(loaded, metrics_markdown),
-                evaluation_text(loaded, calibration_markdown), _path_or_none(loaded.file("roc.png")),
-                _path_or_none(loaded.file("curves.png")), gr.update(value=threshold),
-                evaluation_text(loaded, threshold_markdown, threshold), model_card(loaded))
+        metrics_text, calibration_text, threshold_text = evaluation_texts(
+            loaded, (metrics_markdown,), (calibration_markdown,), (threshold_markdown, threshold))
+        return (header_markdown(registry, loaded), metrics_text, calibration_text,
+                _path_or_none(loaded.file("roc.png")), _path_or_none(loaded.file("curves.png")),
+                gr.update(value=threshold), threshold_text, model_card(loaded))
 
     def move_threshold(model_name: str, threshold: float) -> str:
-        return evaluation_text(get_model(model_name), threshold_markdown, threshold)
+        return evaluation_texts(get_model(model_name), (threshold_markdown, threshold))[0]
 
     examples = sorted(str(p) for p in EXAMPLES.glob("*") if p.is_file() and p.suffix != ".md")
     with gr.Blocks(title="TumorTrace (research demo)", delete_cache=(60, 300)) as demo:

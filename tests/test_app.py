@@ -68,9 +68,8 @@ def test_predictions_only_through_the_queue(app, manifest_data):
     import httpx
 
     url, _, _, name = app
-    src = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
+    path = _raw_upload(url, sorted((manifest_data / "benign" / "images").glob("*.png"))[0])
     with httpx.Client(timeout=60) as http:
-        path = http.post(url + "gradio_api/upload", files={"files": (src.name, src.read_bytes(), "image/png")}).json()[0]
         payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, name, 0.45, 1]}
         direct = http.post(url + "gradio_api/run/predict", json=payload)
         assert direct.status_code == 404 and "join the queue" in direct.text
@@ -212,9 +211,7 @@ def test_output_images_are_served_not_to_be_stored(app, manifest_data):
     import httpx
 
     url, _, _, name = app
-    src = sorted((manifest_data / "malignant" / "images").glob("*.png"))[1]
-    with httpx.Client(timeout=60) as http:
-        path = http.post(url + "gradio_api/upload", files={"files": (src.name, src.read_bytes(), "image/png")}).json()[0]
+    path = _raw_upload(url, sorted((manifest_data / "malignant" / "images").glob("*.png"))[1])
     outputs, error = _raw_predict(url, path, name, 1)
     assert error is None
     with httpx.Client(timeout=60) as http:
@@ -409,8 +406,9 @@ def test_an_unreadable_evaluation_is_explained_in_its_place(tmp_path, caplog, co
     path = tmp_path / "evaluation.json"
     path.write_text(content)
     loaded = SimpleNamespace(file=lambda name: path if name == "evaluation.json" else None)
-    views = [app.evaluation_text(loaded, app.metrics_markdown), app.evaluation_text(loaded, app.calibration_markdown),
-             app.evaluation_text(loaded, app.threshold_markdown, 0.5)]
+    views = app.evaluation_texts(loaded, (app.metrics_markdown,), (app.calibration_markdown,),
+                                 (app.threshold_markdown, 0.5))
+    assert len(views) == 3
     failed = [v for v in views if v.startswith("❌ **This model's `evaluation.json` cannot be shown here**")]
     assert failed and any(said in v for v in failed)
     assert "cannot be shown" in caplog.text
@@ -418,8 +416,19 @@ def test_an_unreadable_evaluation_is_explained_in_its_place(tmp_path, caplog, co
     good.write_text((Path(__file__).resolve().parents[1] / "weights" / "efficientnet_lite0_busi" /
                      "evaluation.json").read_text())
     fine = SimpleNamespace(file=lambda name: good)
-    assert app.evaluation_text(fine, app.metrics_markdown).startswith("| metric (positive class: **malignant**)")
-    assert app.evaluation_text(fine, app.threshold_markdown, 0.5).startswith("At threshold **0.500**")
+    metrics_text, threshold_text = app.evaluation_texts(fine, (app.metrics_markdown,), (app.threshold_markdown, 0.5))
+    assert metrics_text.startswith("| metric (positive class: **malignant**)")
+    assert threshold_text.startswith("At threshold **0.500**")
+
+
+def _raw_upload(url: str, source: Path, name: str | None = None, mime: str = "image/png") -> str:
+    """Upload ``source`` over Gradio's HTTP API (as ``name``); the path the server stored it at."""
+    import httpx
+
+    with httpx.Client(timeout=60) as http:
+        response = http.post(url + "gradio_api/upload", files={"files": (name or source.name, source.read_bytes(), mime)})
+    response.raise_for_status()
+    return response.json()[0]
 
 
 def _raw_predict(url: str, upload_path: str | None, model_name, frame, opacity=0.45,
@@ -445,9 +454,7 @@ def test_frames_of_one_upload_are_chosen_without_uploading_it_again(app, tmp_pat
 
     url, _, temp, name = app
     source = write_case(tmp_path, "multiframe.dcm")
-    with httpx.Client(timeout=60) as http:
-        upload = http.post(url + "gradio_api/upload",
-                           files={"files": ("series.dcm", source.read_bytes(), "application/dicom")}).json()[0]
+    upload = _raw_upload(url, source, "series.dcm", "application/dicom")
     for frame in (2, 3):
         outputs, error = _raw_predict(url, upload, name, frame)
         assert error is None, error
@@ -479,13 +486,8 @@ def test_frames_of_one_upload_are_chosen_without_uploading_it_again(app, tmp_pat
 ])
 def test_bad_api_inputs_get_a_specific_error(app, tmp_path, position, value, message):
     """The page sends only valid values; an API client can send anything, and is told what was wrong."""
-    import httpx
-
     url, _, _, name = app
-    source = write_case(tmp_path, "large_legal.png")
-    with httpx.Client(timeout=60) as http:
-        upload = http.post(url + "gradio_api/upload",
-                           files={"files": ("s.png", source.read_bytes(), "image/png")}).json()[0]
+    upload = _raw_upload(url, write_case(tmp_path, "large_legal.png"), "s.png")
     inputs = {"model": name, "opacity": 0.45, "frame": 1, "file": None} | {position: value}
     outputs, error = _raw_predict(url, None if position == "file" else upload, inputs["model"], inputs["frame"],
                                   inputs["opacity"], file=inputs["file"])
