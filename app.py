@@ -39,7 +39,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tumortrace import (INTENDED_USE, POSITIVE_CLASS, __version__, gradio_paths, gradio_uploads,  # noqa: E402
-                        malloc, no_store, server_hops)
+                        malloc, no_store, output_files, server_hops)
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
 from tumortrace.gradio_queue import serving_queue  # noqa: E402
@@ -48,6 +48,9 @@ from tumortrace.inference import Prediction, display_pixels, predict_image  # no
 from tumortrace.png import encode_png  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
 from tumortrace.uploads import DecodeAhead, RecentUploads, read_upload  # noqa: E402
+
+# The output images this process wrote last: answered before Gradio's file route (tumortrace.output_files).
+RECENT_OUTPUTS = output_files.RecentOutputs()
 
 log = logging.getLogger("tumortrace.app")
 ROOT = Path(__file__).resolve().parent
@@ -397,6 +400,7 @@ def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
         os.utime(path)  # same hash, same bytes: another request may be serving it; restart its cache age
     else:
         atomic_write_bytes(path, data, durable=False)  # never a half-written file where a concurrent client reads
+    RECENT_OUTPUTS.add(str(path))
     return str(path)
 
 
@@ -453,6 +457,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="decode an upload only when its prediction is asked for; by default its first frame is "
                         "decoded as it arrives, while no prediction runs, and held in memory for its request "
                         "(default: on arrival)")
+    p.add_argument("--no-direct-outputs", dest="direct_outputs", action="store_false",
+                   help="serve the output images only through Gradio's file route; by default a plain GET for "
+                        "one the app just wrote is answered before it, where no login is set "
+                        "(tumortrace/output_files.py) (default: direct)")
     p.add_argument("--no-fold-batchnorm", dest="fold_batchnorm", action="store_false",
                    help="serve the models' modules exactly as trained; by default each BatchNorm is folded into "
                         "its convolution (faster; outputs checked within 1e-4 at load) (default: folded)")
@@ -517,11 +525,12 @@ def server_stack(demo: gr.Blocks) -> str:
     return f"{loop} event loop, {http} HTTP parser"
 
 
-def launch(demo: gr.Blocks, **options) -> list[str]:
+def launch(demo: gr.Blocks, direct_outputs: bool = True, **options) -> list[str]:
     """Start serving ``demo`` in the background (``demo.block_thread()`` waits), as the app always does; what
     ``tumortrace.server_hops`` applied to its server. Gradio's path checks resolve its configured folders
     once (``tumortrace.gradio_paths``), and the files it serves go out with ``Cache-Control: no-store``
-    (``tumortrace.no_store``).
+    (``tumortrace.no_store``). With ``direct_outputs``, the output images the app just wrote are answered
+    before Gradio's routes where no login is set (``tumortrace.output_files``, ``RECENT_OUTPUTS``).
 
     Gradio's /monitoring endpoints are off: the app has no use for its traffic dashboard, which would
     otherwise be reachable without a login on a local app, and ServingQueue skips their summary.
@@ -536,6 +545,9 @@ def launch(demo: gr.Blocks, **options) -> list[str]:
                     "Gradio than requirements.txt pins?): its path checks resolve every folder on every call")
     demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, prevent_thread_lock=True, footer_links=["api"],
                 enable_monitoring=False, run_history=False, css=CSS, **options)
+    if direct_outputs and not output_files.serve_recent_outputs(demo.app, RECENT_OUTPUTS):
+        log.warning("Gradio's server is not the Starlette app tumortrace.output_files wraps (another Gradio than "
+                    "requirements.txt pins?): the output images go through Gradio's file route")
     if not no_store.wrap_file_responses(demo.app):
         log.warning("Gradio's server is not the Starlette app tumortrace.no_store wraps (another Gradio than "
                     "requirements.txt pins?): browsers may keep the output images in their cache")
@@ -582,16 +594,18 @@ def main(args: argparse.Namespace) -> int:
     registry = build_registry(args.model, args.revision, fold_batchnorm=args.fold_batchnorm,
                               torchscript=args.torchscript)
     demo = build_app(registry, args.cam_method, args.concurrency, args.decode_ahead)
-    hops = launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=auth)
+    hops = launch(demo, args.direct_outputs, server_name=args.host, server_port=args.port, share=args.share,
+                  auth=auth)
     import_after_start("tumortrace.card")  # with scikit-learn: the threshold and calibration tables of a first view
     if args.share and not demo.share_url:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)
     log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s; %s; "
-             "%s; %s; %s; %s", len(registry.models), args.host, args.port,
+             "%s; %s; %s; %s; %s", len(registry.models), args.host, args.port,
              f" and {demo.share_url}" if demo.share_url else "",
              args.concurrency, torch.get_num_threads(), openmp.describe(_OPENMP_SPIN), malloc.describe(allocator),
-             server_stack(demo), server_hops.describe(hops), gradio_paths.describe(), gradio_uploads.describe(demo))
+             server_stack(demo), server_hops.describe(hops), gradio_paths.describe(), gradio_uploads.describe(demo),
+             output_files.describe(demo.app))
     try:
         demo.block_thread()
     finally:

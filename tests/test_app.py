@@ -207,18 +207,24 @@ def test_gradios_run_history_is_off(app):
 
 def test_output_images_are_served_not_to_be_stored(app, manifest_data):
     """The slice as seen (a lossless image of the upload) and the overlay: browsers would otherwise keep them in
-    their disk cache (Gradio sends an ETag and Last-Modified, no Cache-Control)."""
+    their disk cache (Gradio sends an ETag and Last-Modified, no Cache-Control). A plain GET, as the page makes,
+    is answered before Gradio's routes (tumortrace.output_files: no ETag), a HEAD by Gradio's file route."""
     import httpx
 
-    url, _, _, name = app
+    url, proc, _, name = app
+    assert "output images answered before Gradio's routes" in serving_line(proc.log_path)
     path = _raw_upload(url, sorted((manifest_data / "malignant" / "images").glob("*.png"))[1])
     outputs, error = _raw_predict(url, path, name, 1)
     assert error is None
     with httpx.Client(timeout=60) as http:
         for out in outputs[1:3]:
+            got = {}
             for method in ("GET", "HEAD"):
-                response = http.request(method, out["url"])
+                got[method] = response = http.request(method, out["url"])
                 assert response.status_code == 200 and response.headers["cache-control"] == "no-store", method
+            assert "etag" not in got["GET"].headers and "etag" in got["HEAD"].headers
+            assert got["GET"].content == Path(out["path"]).read_bytes()
+            assert got["GET"].headers["content-length"] == got["HEAD"].headers["content-length"]
         assert "no-store" not in http.get(url + "config").headers.get("cache-control", "")
 
 
