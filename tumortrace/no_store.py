@@ -7,6 +7,8 @@ overlay: the server deletes them after minutes, and a browser should not keep th
 """
 from __future__ import annotations
 
+from .asgi import wrap_outermost
+
 FILE_ROUTE = "/file="
 NO_STORE = (b"cache-control", b"no-store")
 
@@ -32,13 +34,7 @@ class NoStoreFiles:
 
 
 def wrap_file_responses(app) -> bool:
-    """Put :class:`NoStoreFiles` outside every middleware of a started Starlette/FastAPI ``app`` (Starlette builds
-    its middleware stack on the first request and cannot add middleware after that). False, and nothing
-    changed, for an app without Starlette's ``middleware_stack``."""
-    if not hasattr(app, "middleware_stack") or not hasattr(app, "build_middleware_stack"):
-        return False
-    if app.middleware_stack is None:
-        app.middleware_stack = app.build_middleware_stack()
-    if not isinstance(app.middleware_stack, NoStoreFiles):
-        app.middleware_stack = NoStoreFiles(app.middleware_stack)
-    return True
+    """Put :class:`NoStoreFiles` outside every middleware of a started Starlette/FastAPI ``app``
+    (:func:`tumortrace.asgi.wrap_outermost`). False, and nothing changed, for an app without Starlette's
+    ``middleware_stack``."""
+    return wrap_outermost(app, NoStoreFiles, NoStoreFiles)

@@ -20,6 +20,8 @@ import threading
 from collections import OrderedDict
 from pathlib import PurePath
 
+from .asgi import wrap_outermost
+
 FILE_ROUTE = "/gradio_api/file="
 CONTENT_TYPES = {".png": b"image/png", ".jpg": b"image/jpeg", ".jpeg": b"image/jpeg"}
 
@@ -106,16 +108,11 @@ def gradio_app_is_open(app) -> bool:
 
 
 def serve_recent_outputs(app, outputs: RecentOutputs) -> bool:
-    """Put :class:`ServeRecentOutputs` outside every middleware of a started Gradio ``app`` (Starlette builds its
-    middleware stack on the first request and cannot add middleware after that). False, and nothing
-    changed, for an app without Starlette's ``middleware_stack``."""
-    if not hasattr(app, "middleware_stack") or not hasattr(app, "build_middleware_stack"):
-        return False
-    if app.middleware_stack is None:
-        app.middleware_stack = app.build_middleware_stack()
-    if not isinstance(app.middleware_stack, ServeRecentOutputs):
-        app.middleware_stack = ServeRecentOutputs(app.middleware_stack, outputs, lambda: gradio_app_is_open(app))
-    return True
+    """Put :class:`ServeRecentOutputs` outside every middleware of a started Gradio ``app``
+    (:func:`tumortrace.asgi.wrap_outermost`). False, and nothing changed, for an app without Starlette's
+    ``middleware_stack``."""
+    return wrap_outermost(app, ServeRecentOutputs,
+                          lambda stack: ServeRecentOutputs(stack, outputs, lambda: gradio_app_is_open(app)))
 
 
 def describe(app) -> str:
