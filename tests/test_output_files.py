@@ -95,9 +95,11 @@ def test_only_the_last_outputs_are_remembered(tmp_path):
     assert recent.content_type(paths[2]) is None and recent.content_type(paths[1]) == b"image/png"
 
 
-@pytest.mark.parametrize("path", ["image.png", "/tmp/x/notes.txt", "/tmp/x/page.html", "/tmp/x/image"])
-def test_only_absolute_png_and_jpeg_paths_are_taken(path):
-    with pytest.raises(ValueError, match="absolute path to a PNG or JPEG"):
+@pytest.mark.parametrize("path", ["image.png", "/tmp/x/notes.txt", "/tmp/x/page.html", "/tmp/x/image",
+                                  '/tmp/x/a"b.png', "/tmp/x/sl\u00efce.png", "/tmp/x/a\r\nSet-Cookie: x.png"])
+def test_only_absolute_png_and_jpeg_paths_with_plain_names_are_taken(path):
+    """The name goes into the Content-Disposition header as it is: no quote, line break or non-ASCII."""
+    with pytest.raises(ValueError, match="absolute path to a PNG or JPEG output with a plain file name"):
         RecentOutputs().add(path)
     with pytest.raises(ValueError, match="capacity"):
         RecentOutputs(capacity=0)

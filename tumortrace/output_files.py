@@ -16,6 +16,7 @@ check is not repeated here: such an app serves all its files through Gradio).
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from pathlib import PurePath
@@ -23,6 +24,7 @@ from pathlib import PurePath
 from .asgi import wrap_outermost
 
 FILE_ROUTE = "/gradio_api/file="
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a file name that goes into a header as it is
 CONTENT_TYPES = {".png": b"image/png", ".jpg": b"image/jpeg", ".jpeg": b"image/jpeg"}
 
 
@@ -41,8 +43,8 @@ class RecentOutputs:
     def add(self, path: str) -> None:
         """Remember ``path`` (absolute, as the page will ask for it) as the newest output."""
         content_type = CONTENT_TYPES.get(PurePath(path).suffix.lower())
-        if content_type is None or not PurePath(path).is_absolute():
-            raise ValueError(f"not an absolute path to a PNG or JPEG output: {path!r}")
+        if content_type is None or not PurePath(path).is_absolute() or not SAFE_NAME.fullmatch(PurePath(path).name):
+            raise ValueError(f"not an absolute path to a PNG or JPEG output with a plain file name: {path!r}")
         with self._lock:
             self._paths[path] = content_type
             self._paths.move_to_end(path)
@@ -62,7 +64,8 @@ class RecentOutputs:
 class ServeRecentOutputs:
     """ASGI middleware: a plain ``GET`` of Gradio's file route for one of ``outputs`` is answered here with the
     file's bytes (``Content-Type``, ``Content-Length``, ``Content-Disposition: inline`` as Gradio's response
-    has them, and ``Cache-Control: no-store`` as ``tumortrace.no_store`` gives Gradio's); every other request, and every request while ``open_to_all()`` is false, goes to ``app``.
+    has them, and ``Cache-Control: no-store`` as ``tumortrace.no_store`` gives Gradio's); every other
+    request, and every request while ``open_to_all()`` is false, goes to ``app``.
 
     The file is read on the event loop: it was written a moment ago (in the page cache) and is at most a few
     hundred KiB, less time than the hop to a worker thread Gradio's file response makes for it."""
