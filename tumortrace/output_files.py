@@ -22,6 +22,7 @@ from collections import OrderedDict
 from pathlib import PurePath
 
 from .asgi import wrap_outermost
+from .no_store import NO_STORE
 
 FILE_ROUTE = "/gradio_api/file="
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a file name that goes into a header as it is
@@ -89,7 +90,7 @@ class ServeRecentOutputs:
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", content_type), (b"content-length", str(len(data)).encode()),
             (b"content-disposition", b'inline; filename="' + name + b'"'), (b"accept-ranges", b"bytes"),
-            (b"cache-control", b"no-store")]})
+            NO_STORE]})
         await send({"type": "http.response.body", "body": data})
 
 
