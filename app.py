@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 # Before gradio is imported: no telemetry, and a private upload/cache folder this process removes on exit (also
@@ -40,14 +41,15 @@ import numpy as np  # noqa: E402
 
 from tumortrace import (INTENDED_USE, POSITIVE_CLASS, __version__, gradio_paths, gradio_uploads,  # noqa: E402
                         malloc, no_store, output_files, server_hops)
+from tumortrace.ahead import ClassifyAhead  # noqa: E402
 from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
-from tumortrace.gradio_queue import serving_queue  # noqa: E402
+from tumortrace.gradio_queue import events_waiting, serving_queue  # noqa: E402
 from tumortrace.images import ImageLoadError, LoadedImage  # noqa: E402
 from tumortrace.inference import Prediction, display_pixels, predict_image  # noqa: E402
 from tumortrace.png import encode_png  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
-from tumortrace.uploads import DecodeAhead, RecentUploads, read_upload  # noqa: E402
+from tumortrace.uploads import DecodeAhead, RecentUploads, read_upload, upload_key  # noqa: E402
 
 # The output images this process wrote last: answered before Gradio's file route (tumortrace.output_files).
 RECENT_OUTPUTS = output_files.RecentOutputs()
@@ -67,6 +69,7 @@ FORGET_RUN_HISTORY_JS = """() => {
   for (const store of [localStorage, sessionStorage])
     for (const key of Object.keys(store)) if (key.startsWith('gradio:run-history:')) store.removeItem(key);
 }"""
+OPACITY = 0.45  # the Grad-CAM overlay's, until the page's slider or an API call sets another
 CONCURRENCY = 2  # predictions at once (default of --concurrency): the 2-core target machine is saturated by two
 METRIC_ROWS = [("roc_auc", "ROC-AUC"), ("recall", "Sensitivity (recall)"), ("specificity", "Specificity"),
                ("precision", "Precision (PPV)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
@@ -189,13 +192,23 @@ def model_card(loaded: LoadedModel) -> str:
 
 # ---------------------------------------------------------------- the app
 def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int = CONCURRENCY,
-              decode_ahead: bool = True) -> gr.Blocks:
+              decode_ahead: bool = True, classify_ahead: bool = True) -> gr.Blocks:
+    """With ``decode_ahead``, an upload's first frame is decoded as it arrives (``tumortrace.uploads``); with
+    ``classify_ahead`` too, it is then classified for the model and opacity last asked for, in memory, for
+    the click that comes next (``tumortrace.ahead``). Both only while no prediction runs."""
     choices = registry.names
     first = registry.models[choices[0]] if choices else None
     recent = RecentUploads()
     running = Running()
-    ahead = DecodeAhead(recent, idle=running.none) if decode_ahead else None
     encoder = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tumortrace-encode")
+    classified = None
+    if decode_ahead and classify_ahead:
+        classified = ClassifyAhead(lambda name, opacity, image: render(registry.get(name), image, cam_method, opacity,
+                                                                       encoder),
+                                   choices[0] if choices else None, OPACITY,
+                                   idle=lambda: running.none() and not events_waiting(demo))
+    ahead = (DecodeAhead(recent, idle=running.none, then=classified.start if classified else None)
+             if decode_ahead else None)
 
     def get_model(name: str) -> LoadedModel:
         try:
@@ -203,7 +216,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         except ModelLoadError as exc:
             raise gr.Error(str(exc)) from None
 
-    def predict(file: dict | None, model_name: str, opacity: float = 0.45, frame: float | None = 1) -> list:
+    def predict(file: dict | None, model_name: str, opacity: float = OPACITY, frame: float | None = 1) -> list:
         """Classify one uploaded slice (frame ``frame`` of a multi-frame DICOM or multi-page TIFF):
         probabilities, Grad-CAM overlay, provenance (API: /predict).
 
@@ -219,18 +232,27 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             raise gr.Error("Upload an image first (PNG, JPEG, TIFF, BMP or DICOM).")
         started = time.perf_counter()
         loaded = get_model(model_name)
+        upload = Path(file["path"])
         with running:
             try:
-                image = read_upload(Path(file["path"]), recent, int(frame), ahead)
+                image = read_upload(upload, recent, int(frame), ahead)
             except ImageLoadError as exc:
                 raise gr.Error(f"Cannot use this file: {exc.reason}") from None
-            pred, heat_file, slice_file = classify(loaded, image, cam_method, opacity, encoder)
+            rendered = classified.take(upload_key(upload), image, model_name, opacity) if classified else None
+            when = "classified as it arrived" if rendered is not None else "in the handler"
+            if rendered is None:
+                rendered = render(loaded, image, cam_method, opacity, encoder)
+            heat_file, slice_file = write_outputs(rendered)
+        if classified:
+            classified.expect(model_name, opacity)
+        pred = rendered.prediction
         notes = [f"{k}: {v}" for k, v in image.info.items() if k in ("window", "frame", "inverted", "alpha",
                                                                       "intensity_scaling", "warning")]
         decision = (f"**Decision at the model's validated threshold {pred.threshold:.3f}: {pred.decision}** "
                     f"(P(malignant) = {pred.p_malignant:.3f}; positive class: {POSITIVE_CLASS}). "
                     "Research output, not a diagnosis." + ("\n\n" + " · ".join(notes) if notes else ""))
-        log.info("predict: %s, %.0f ms in the handler", loaded.config["arch"], (time.perf_counter() - started) * 1e3)
+        log.info("predict: %s, %s, %.0f ms in the handler", loaded.config["arch"], when,
+                 (time.perf_counter() - started) * 1e3)
         values = (pred.probabilities, heat_file, slice_file, decision, provenance(loaded, cam_method))
         wire = [_wire(component.postprocess(value)) for component, value in zip(outputs, values)]
         wire[1]["orig_name"], wire[2]["orig_name"] = download_names(Path(file["path"]), int(frame), image.frames,
@@ -239,6 +261,8 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
 
     def select_model(model_name: str):
         loaded = get_model(model_name)
+        if classified:
+            classified.expect(model=model_name)  # a page opened or changed its model: its next click's, likely
         threshold = loaded.model.threshold
         metrics_text, calibration_text, threshold_text = evaluation_texts(
             loaded, (metrics_markdown,), (calibration_markdown,), (threshold_markdown, threshold))
@@ -259,7 +283,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                 with gr.Row():
                     with gr.Column():
                         upload = UploadFile(label="Image slice (PNG, JPEG, TIFF, 16-bit, DICOM .dcm)", type="filepath")
-                        opacity_slider = gr.Slider(0, 1, value=0.45, step=0.05, label="Grad-CAM opacity")
+                        opacity_slider = gr.Slider(0, 1, value=OPACITY, step=0.05, label="Grad-CAM opacity")
                         frame_number = gr.Number(1, minimum=1, precision=0, step=1,
                                                  label="Frame of a multi-frame DICOM or multi-page TIFF (1 = first)")
                         run = gr.Button("Classify", variant="primary")
@@ -349,19 +373,30 @@ def api_input(component: gr.components.Component, value, rule: str):
     return out
 
 
-def classify(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: float,
-             encoder: Executor) -> tuple[Prediction, str, str]:
-    """The prediction, the Grad-CAM overlay's file and the slice's file for one decoded upload.
+@dataclass(frozen=True)
+class Rendered:
+    """What one prediction returns, encoded, before any of it is written to disk."""
+    prediction: Prediction
+    overlay_jpeg: bytes  # the Grad-CAM overlay
+    slice_png: bytes  # the slice as the model saw it, lossless
+
+
+def render(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: float, encoder: Executor) -> Rendered:
+    """The prediction, its Grad-CAM overlay and the slice, encoded, for one decoded upload.
 
     The slice's lossless PNG (1.4 ms for a 766×588 slice) does not depend on the prediction, so ``encoder``
-    writes it while the model runs: on the core that a lone request leaves idle (each prediction has cores ÷
+    encodes it while the model runs: on the core that a lone request leaves idle (each prediction has cores ÷
     concurrency torch threads). Under full load it is the same work as before.
     """
     shown = display_pixels(image)  # gray stays one channel: about half the PNG work
-    slice_png = encoder.submit(cached_image, shown, "image")
+    slice_png = encoder.submit(encode_png, shown)
     pred = predict_image(loaded, image, cam_method)
-    heat = cached_image(overlay(shown, pred.cam, opacity), "gradcam", lossless=False)
-    return pred, heat, slice_png.result()
+    return Rendered(pred, encode_jpeg(overlay(shown, pred.cam, opacity)), slice_png.result())
+
+
+def write_outputs(rendered: Rendered) -> tuple[str, str]:
+    """The overlay's and the slice's files, for Gradio to serve."""
+    return store_output(rendered.overlay_jpeg, "gradcam.jpg"), store_output(rendered.slice_png, "image.png")
 
 
 def download_names(upload: Path, frame: int, frames: int, model_name: str) -> tuple[str, str]:
@@ -373,29 +408,36 @@ def download_names(upload: Path, frame: int, frames: int, model_name: str) -> tu
     return f"{stem}_gradcam_malignant_{model_name}.jpg", f"{stem}_as_seen.png"
 
 
-def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
-    """Encode an output image into Gradio's own cache (content-addressed like Gradio's, swept with it).
+def encode_jpeg(image: np.ndarray) -> bytes:
+    """The Grad-CAM overlay is a visualisation: a JPEG at quality 90 (~1.3 ms, a third of a PNG's bytes), as
+    Gradio itself sends lossy WebP by default."""
+    import cv2
 
-    The slice itself is a lossless PNG from :func:`tumortrace.png.encode_png` (Gradio's default PNG costs
-    ~90 ms per 770×590 slice here, OpenCV's at its fastest settings 4.6 ms, this 1.4 ms). The Grad-CAM
-    overlay is a visualisation and goes out as a JPEG at quality 90 (~1.3 ms, a third of the bytes), as
-    Gradio itself sends lossy WebP by default. No fsync: the cache is temporary.
-    """
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise RuntimeError("could not encode the overlay image")
+    return encoded.tobytes()
+
+
+def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
+    """Encode an output image (a lossless PNG, or a JPEG: :func:`encode_jpeg`) into Gradio's cache
+    (:func:`store_output`): ``name`` plus its extension.
+
+    The slice's lossless PNG is from :func:`tumortrace.png.encode_png` (Gradio's default PNG costs ~90 ms per
+    770×590 slice here, OpenCV's at its fastest settings 4.6 ms, this 1.4 ms)."""
+    return store_output(encode_png(image), f"{name}.png") if lossless else store_output(encode_jpeg(image),
+                                                                                          f"{name}.jpg")
+
+
+def store_output(data: bytes, name: str) -> str:
+    """Write an encoded output image into Gradio's own cache, content-addressed like Gradio's and swept with
+    it, and register it with ``RECENT_OUTPUTS``; its path. No fsync: the cache is temporary."""
     import hashlib
 
-    if lossless:
-        data, ext = encode_png(image), ".png"
-    else:
-        import cv2
-
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if not ok:
-            raise RuntimeError(f"could not encode the {name} image")
-        data, ext = encoded.tobytes(), ".jpg"
     folder = Path(os.environ["GRADIO_TEMP_DIR"]) / hashlib.sha256(data).hexdigest()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}{ext}"
+    path = folder / name
     if path.exists():
         os.utime(path)  # same hash, same bytes: another request may be serving it; restart its cache age
     else:
@@ -457,6 +499,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="decode an upload only when its prediction is asked for; by default its first frame is "
                         "decoded as it arrives, while no prediction runs, and held in memory for its request "
                         "(default: on arrival)")
+    p.add_argument("--no-classify-ahead", dest="classify_ahead", action="store_false",
+                   help="classify an upload only when its prediction is asked for; by default, once decoded as it "
+                        "arrived, it is classified for the model and opacity last asked for, while no prediction "
+                        "runs, and the result held in memory for a request that asks for exactly that "
+                        "(default: ahead)")
     p.add_argument("--no-direct-outputs", dest="direct_outputs", action="store_false",
                    help="serve the output images only through Gradio's file route; by default a plain GET for "
                         "one the app just wrote is answered before it, where no login is set "
@@ -593,7 +640,7 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads_per_prediction(args.threads, args.concurrency))
     registry = build_registry(args.model, args.revision, fold_batchnorm=args.fold_batchnorm,
                               torchscript=args.torchscript)
-    demo = build_app(registry, args.cam_method, args.concurrency, args.decode_ahead)
+    demo = build_app(registry, args.cam_method, args.concurrency, args.decode_ahead, args.classify_ahead)
     hops = launch(demo, args.direct_outputs, server_name=args.host, server_port=args.port, share=args.share,
                   auth=auth)
     import_after_start("tumortrace.card")  # with scikit-learn: the threshold and calibration tables of a first view
@@ -604,7 +651,8 @@ def main(args: argparse.Namespace) -> int:
              "%s; %s; %s; %s; %s", len(registry.models), args.host, args.port,
              f" and {demo.share_url}" if demo.share_url else "",
              args.concurrency, torch.get_num_threads(), openmp.describe(_OPENMP_SPIN), malloc.describe(allocator),
-             server_stack(demo), server_hops.describe(hops), gradio_paths.describe(), gradio_uploads.describe(demo),
+             server_stack(demo), server_hops.describe(hops), gradio_paths.describe(),
+             gradio_uploads.describe(demo, args.decode_ahead and args.classify_ahead),
              output_files.describe(demo.app))
     try:
         demo.block_thread()

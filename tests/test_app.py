@@ -115,9 +115,10 @@ def test_dicom_mr_upload_shows_window_and_no_identity(app, tmp_path):
         assert value not in json.dumps(outputs) and value not in log
 
 
-def test_uploads_are_decoded_as_they_arrive_by_default(app):
+def test_uploads_are_decoded_and_classified_as_they_arrive_by_default(app):
     url, proc, temp, model_name = app
-    assert "; uploads decoded as they arrive" in serving_line(proc.log_path)  # tests/test_gradio_uploads.py
+    assert ("; uploads decoded and classified as they arrive while idle (model and opacity last asked for);"
+            in serving_line(proc.log_path))  # tests/test_gradio_uploads.py, tests/test_ahead.py
 
 
 def test_uploads_are_deleted_after_the_response(app, manifest_data, tmp_path):
@@ -288,6 +289,12 @@ def test_torch_threads_share_the_cores_between_concurrent_predictions():
     assert app.threads_per_prediction(3, concurrency=2, cores=2) == 3  # an explicit --threads wins
 
 
+def test_no_classify_ahead_reaches_the_running_app(trained_model, tmp_path):
+    with running_app("--model", str(trained_model), "--no-classify-ahead", temp_dir=tmp_path) as (url, proc):
+        line = serving_line(proc.log_path)
+    assert "; uploads decoded as they arrive;" in line, line  # decoded ahead still, not classified
+
+
 def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
     with running_app("--model", str(trained_model), "--concurrency", "3", "--threads", "2", "--no-decode-ahead",
                      temp_dir=tmp_path) as (url, proc):
@@ -313,9 +320,10 @@ def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
 
 
 def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monkeypatch):
-    """The slice's PNG does not wait for the prediction (it is written on the idle core while the model
-    runs), and the files are the same as when written one after the other."""
-    import time
+    """The slice's PNG does not wait for the prediction (it is encoded on the idle core while the model runs),
+    nothing is on disk until the outputs are written, and the files hold the same bytes as each image encoded
+    one after the other."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import app
@@ -327,25 +335,32 @@ def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monk
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     loaded = load(trained_model, for_inference=True)
     image = LoadedImage(np.random.default_rng(0).random((90, 120), dtype=np.float32))
-    slice_on_disk_during_model = []
-    real = app.predict_image
+    encoded, slice_encoded_during_model = threading.Event(), []
+    real_model, real_png = app.predict_image, app.encode_png
 
-    def model_that_looks_for_the_slice(*args):
-        deadline = time.monotonic() + 10
-        while not list(tmp_path.glob("*/image.png")) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        slice_on_disk_during_model.append(bool(list(tmp_path.glob("*/image.png"))))
-        return real(*args)
+    def encode_png(pixels):
+        data = real_png(pixels)
+        encoded.set()
+        return data
 
-    monkeypatch.setattr(app, "predict_image", model_that_looks_for_the_slice)
+    def model_that_waits_for_the_slice(*args):
+        slice_encoded_during_model.append(encoded.wait(10))
+        return real_model(*args)
+
+    monkeypatch.setattr(app, "predict_image", model_that_waits_for_the_slice)
+    monkeypatch.setattr(app, "encode_png", encode_png)
     with ThreadPoolExecutor(1) as encoder:
-        pred, heat, shown = app.classify(loaded, image, "fast-cam", 0.45, encoder)
-    assert slice_on_disk_during_model == [True]
+        rendered = app.render(loaded, image, "fast-cam", 0.45, encoder)
+    assert slice_encoded_during_model == [True]
+    assert not list(tmp_path.iterdir())  # rendered in memory only
+    heat, shown = app.write_outputs(rendered)
     expected = display_pixels(image)
     assert np.array_equal(np.asarray(Image.open(shown)), expected)  # lossless, one channel
     assert Image.open(heat).format == "JPEG" and Image.open(heat).size == (120, 90)
-    reference = overlay(expected, real(loaded, image, "fast-cam").cam, 0.45)
+    reference = overlay(expected, real_model(loaded, image, "fast-cam").cam, 0.45)
     assert heat == app.cached_image(reference, "gradcam", lossless=False)  # content-addressed: the same bytes
+    assert shown == app.cached_image(expected, "image")
+    assert rendered.prediction.probabilities == real_model(loaded, image, "fast-cam").probabilities
 
 
 @pytest.mark.parametrize("shape", [(37, 53), (64, 48, 3)])

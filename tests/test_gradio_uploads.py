@@ -59,7 +59,9 @@ def test_the_hook_hears_of_each_upload_to_its_own_app_once_stored(two_blocks, ca
 
     assert gradio_uploads.call_after_upload(hooked, callback)
     assert gradio_uploads.describe(hooked) == "uploads decoded as they arrive"
+    assert gradio_uploads.describe(hooked, classified=True).startswith("uploads decoded and classified as they")
     assert gradio_uploads.describe(plain) == "uploads decoded when a prediction asks"
+    assert gradio_uploads.describe(plain, classified=True) == "uploads decoded when a prediction asks"
     with httpx.Client(timeout=30) as http:
         stored = _upload(http, hooked_url, "a.png", _png(1))
         assert heard == [[(stored, _png(1))]]
@@ -171,3 +173,56 @@ def test_an_upload_to_an_app_without_blocks_is_answered_as_gradio_answers_it():
         request = types.SimpleNamespace(app=app_object)
         assert asyncio.run(wrapped(request, "/up", 10, None, force_move=False)) == stored
     assert heard == [["/up/h/a.png"]]  # only the app with the hook; not the file Gradio moves after the response
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("classify_ahead", [True, False])
+def test_the_served_app_classifies_an_upload_as_it_arrives_for_the_click_that_asks_for_exactly_that(
+        trained_model, tmp_path, monkeypatch, caplog, classify_ahead):
+    """A browser's upload is classified before the click (with the model and opacity last asked for); the click
+    takes that result, with outputs identical to a prediction of its own; a click with another opacity, or
+    the same upload asked for again, runs its own; with ``classify_ahead`` off, every click does."""
+    from tumortrace.registry import build_registry
+
+    renders, rendered_ahead = [], threading.Event()
+    real = app.render
+
+    def recording(*args, **kwargs):
+        on_ahead_thread = threading.current_thread().name.startswith("tumortrace-ahead")
+        result = real(*args, **kwargs)
+        renders.append("ahead" if on_ahead_thread else "request")
+        if on_ahead_thread:
+            rendered_ahead.set()
+        return result
+
+    monkeypatch.setattr(app, "render", recording)
+    slice_file = tmp_path / "slice.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (70, 90), dtype=np.uint8)).save(slice_file)
+    demo = app.build_app(build_registry(str(trained_model), None), classify_ahead=classify_ahead)
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+
+    def predict(http, stored, opacity):
+        payload = {"data": [{"path": stored, "meta": {"_type": "gradio.FileData"}}, trained_model.name, opacity, 1]}
+        event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
+        lines = http.get(url + f"gradio_api/call/predict/{event}").text.splitlines()
+        return json.loads(next(line[5:] for line in lines if line.startswith("data:") and "[" in line))
+
+    try:
+        with httpx.Client(timeout=60) as http, caplog.at_level(logging.INFO, logger="tumortrace.app"):
+            stored = _upload(http, url, "slice.png", slice_file.read_bytes())
+            assert rendered_ahead.wait(30) == classify_ahead  # before anybody asked for a prediction
+            first = predict(http, stored, 0.45)
+            other = predict(http, stored, 0.6)
+            again = predict(http, stored, 0.45)
+        assert renders == (["ahead", "request", "request"] if classify_ahead else ["request"] * 3)
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("predict:")]
+        assert ("classified as it arrived" in said[0]) == classify_ahead
+        assert all("in the handler" in line for line in said[1:])
+        assert first[0] == again[0]  # the probabilities
+        # Content-addressed files: the same path is the same bytes, whoever rendered them; another opacity differs.
+        assert [first[1]["path"], first[2]["path"]] == [again[1]["path"], again[2]["path"]]
+        assert other[1]["path"] != first[1]["path"] and other[2]["path"] == first[2]["path"]
+    finally:
+        demo.close()

@@ -135,3 +135,34 @@ def test_a_changed_gradio_loop_keeps_gradios_own_loudly(monkeypatch, caplog):
 def test_the_copied_loops_are_gradios_installed_ones():
     """WakeOnWorkQueue copies two of Gradio's loops; this Gradio must be the one they came from (requirements.txt)."""
     assert gradio_queue.gradio_loops_digest() == gradio_queue.WakeOnWorkQueue.GRADIO_LOOPS_SHA256
+
+
+def test_events_waiting_counts_what_waits_for_a_slot_from_any_thread():
+    """What tumortrace.ahead's idle check reads (from the decode thread): 0 while idle and while the only job
+    runs, 1 while a second waits for the one slot; 1 (busy) where the queue cannot be read."""
+    started = []
+    demo = _doubler_app(0.6, started)
+    gradio_queue.serving_queue(demo)
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        assert gradio_queue.events_waiting(demo) == 0
+        threads = [threading.Thread(target=_call, args=(url, x)) for x in (1, 2)]
+        threads[0].start()
+        deadline = time.monotonic() + 30
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started and gradio_queue.events_waiting(demo) == 0  # one runs, none waits
+        threads[1].start()
+        seen = []
+        while len(started) < 2 and time.monotonic() < deadline:
+            seen.append(gradio_queue.events_waiting(demo))
+            time.sleep(0.01)
+        assert 1 in seen and max(seen) == 1
+        for t in threads:
+            t.join(60)
+        assert gradio_queue.events_waiting(demo) == 0
+    finally:
+        demo.close()
+    assert gradio_queue.events_waiting(object()) == 1

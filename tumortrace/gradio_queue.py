@@ -174,3 +174,13 @@ def serving_queue(demo: gr.Blocks) -> type[gr_queueing.Queue]:
         cls = ServingQueue
     demo._queue.__class__ = cls
     return cls
+
+
+def events_waiting(demo: gr.Blocks) -> int:
+    """Events in ``demo``'s queue waiting for a free slot (any thread may ask; Gradio's ``len`` of its queue).
+    1 where that cannot be read (another Gradio): callers that hold work back while the app is busy then hold
+    it back."""
+    try:
+        return len(demo._queue)
+    except (AttributeError, TypeError, RuntimeError):  # RuntimeError: a queue added while counting
+        return 1

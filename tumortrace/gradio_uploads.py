@@ -94,6 +94,14 @@ def gradio_function():
     return _gradio_function or routes.upload_fn
 
 
-def describe(blocks) -> str:
-    """For the app's "serving" log line."""
-    return "uploads decoded as they arrive" if blocks in _callbacks else "uploads decoded when a prediction asks"
+def hooked(blocks) -> bool:
+    """Whether ``blocks``'s server calls its upload callback."""
+    return blocks in _callbacks
+
+
+def describe(blocks, classified: bool = False) -> str:
+    """For the app's "serving" log line; ``classified``: the callback also classifies (``tumortrace.ahead``)."""
+    if not hooked(blocks):
+        return "uploads decoded when a prediction asks"
+    return ("uploads decoded and classified as they arrive while idle (model and opacity last asked for)"
+            if classified else "uploads decoded as they arrive")

@@ -166,11 +166,13 @@ class DecodeAhead:
     would only compete with the predictions for it (each upload is still decoded once either way). At most
     ``keep`` decodes wait or run at once; an upload beyond that, or one whose identical bytes are being
     decoded, is decoded by its request. Done decodes are not held here: the outcomes' memory is
-    ``recent``'s, bounded in bytes and age.
+    ``recent``'s, bounded in bytes and age. ``then(key, image)`` is called on the decode's thread with each
+    image decoded (``tumortrace.ahead.ClassifyAhead.start``): it must only hand work on and return.
     """
 
-    def __init__(self, recent: RecentUploads, idle: Callable[[], bool] = lambda: True, keep: int = 2):
-        self.recent, self.idle, self.keep = recent, idle, keep
+    def __init__(self, recent: RecentUploads, idle: Callable[[], bool] = lambda: True, keep: int = 2,
+                 then: Callable[[str, LoadedImage], None] | None = None):
+        self.recent, self.idle, self.keep, self.then = recent, idle, keep, then
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tumortrace-decode")
         self._futures: dict[str, Future] = {}  # upload key -> its decode, until done or waited for
         self._lock = threading.Lock()
@@ -208,6 +210,11 @@ class DecodeAhead:
             return
         self.recent.record(upload_key(path), 1, outcome, data)
         forget_upload(path)
+        if self.then is not None and isinstance(outcome, LoadedImage):
+            try:
+                self.then(upload_key(path), outcome)
+            except Exception:  # the upload's request does without
+                log.exception("the hook after decoding an upload ahead failed")
 
     def wait(self, key: str) -> None:
         """Until upload ``key``'s decode under way is done; one not yet started is cancelled."""
