@@ -239,7 +239,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             except ImageLoadError as exc:
                 raise gr.Error(f"Cannot use this file: {exc.reason}") from None
             rendered = classified.take(upload_key(upload), image, model_name, opacity) if classified else None
-            when = "classified as it arrived" if rendered is not None else "in the handler"
+            when = "classified as it arrived" if rendered is not None else "classified now"
             if rendered is None:
                 rendered = render(loaded, image, cam_method, opacity, encoder)
             heat_file, slice_file = write_outputs(rendered)

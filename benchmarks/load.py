@@ -309,6 +309,13 @@ def handler_ms(log_path: Path) -> float | None:
     return statistics.median(times[-30:]) if times else None
 
 
+def classified_ahead(log_path: Path, last: int) -> int:
+    """Of the app's last ``last`` predictions, how many took the result classified as their upload arrived
+    (tumortrace/ahead.py) rather than classifying in the request."""
+    said = [line for line in log_path.read_text().splitlines() if "ms in the handler" in line][-last:]
+    return sum("classified as it arrived" in line for line in said)
+
+
 def summarize(results, wall: float) -> dict:
     ok = sorted(d for o, d, h in results if o == "ok")
     return {
@@ -396,6 +403,7 @@ def main() -> int:
                 report["browser"] = raw_http_ms(url, valid[0], model.name, args.raw_runs,
                                                 click_after_s=args.click_after)
                 report["browser"]["handler"] = handler_ms(proc.log_path)
+                report["browser"]["ahead"] = classified_ahead(proc.log_path, args.raw_runs)
             report["gradio_client_paired"] = gradio_client_paired(url, valid[0], model.name, args.raw_runs,
                                                                   predict_here, args.stock_client)
             report["client_floor"] = client_floor(url, work, model.name, args.raw_runs, args.stock_client)
@@ -441,7 +449,8 @@ def main() -> int:
             print(f"one client as a browser, Classify clicked {args.click_after:g} s after the upload ({args.raw_runs} "
                   f"requests): from the click to the images p50 {b['after_click']:.0f} ms (handler "
                   f"{b['handler'] or float('nan'):.0f}) = {b['after_click'] / baseline:.2f}× in-process (the upload, "
-                  f"{b['upload']:.0f} ms, came before the click)")
+                  f"{b['upload']:.0f} ms, came before the click; {b['ahead']} of the last {args.raw_runs} predictions "
+                  "were classified then too, before the click: tumortrace/ahead.py)")
         f = report["client_floor"]
         print(f"one client, an upload the app refuses at once (empty.png, no model work; {args.raw_runs} requests): "
               f"raw HTTP {f['raw_http']:.0f} ms, gradio_client {f['gradio_client']:.0f} ms = "

@@ -219,7 +219,7 @@ def test_the_served_app_classifies_an_upload_as_it_arrives_for_the_click_that_as
         assert renders == (["ahead", "request", "request"] if classify_ahead else ["request"] * 3)
         said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("predict:")]
         assert ("classified as it arrived" in said[0]) == classify_ahead
-        assert all("in the handler" in line for line in said[1:])
+        assert all("classified now" in line for line in said[1:])
         assert first[0] == again[0]  # the probabilities
         # Content-addressed files: the same path is the same bytes, whoever rendered them; another opacity differs.
         assert [first[1]["path"], first[2]["path"]] == [again[1]["path"], again[2]["path"]]

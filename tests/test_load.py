@@ -42,6 +42,8 @@ def test_load_short_variant(trained_model, tmp_path):
     click = float(browser.split("p50 ")[1].split(" ms")[0])
     upload = float(browser.split("the upload, ")[1].split(" ms")[0])
     assert click > 0 and upload > 0 and float(browser.split(" = ")[1].split("×")[0]) > 0
+    ahead = int(browser.split("came before the click; ")[1].split(" of the last 5 predictions")[0])
+    assert ahead >= 1  # a lone client's upload, 0.3 s before its click, is classified in that gap (tumortrace/ahead.py)
     # the refused upload really was refused both ways (the script raises otherwise), and timed
     floor = next(l for l in out.splitlines() if l.startswith("one client, an upload the app refuses at once"))
     assert float(floor.split("raw HTTP ")[1].split(" ms")[0]) > 0
