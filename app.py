@@ -46,7 +46,7 @@ from tumortrace.cam import CAM_METHODS, overlay  # noqa: E402
 from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_bytes  # noqa: E402
 from tumortrace.gradio_queue import events_waiting, serving_queue  # noqa: E402
 from tumortrace.images import ImageLoadError, LoadedImage  # noqa: E402
-from tumortrace.inference import Prediction, display_pixels, predict_image  # noqa: E402
+from tumortrace.inference import display_pixels, predict_image  # noqa: E402
 from tumortrace.png import encode_png  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
 from tumortrace.uploads import DecodeAhead, RecentUploads, read_upload, upload_key  # noqa: E402
@@ -245,7 +245,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             heat_file, slice_file = write_outputs(rendered)
         if classified:
             classified.expect(model_name, opacity)
-        pred = rendered.prediction
+        pred = rendered
         notes = [f"{k}: {v}" for k, v in image.info.items() if k in ("window", "frame", "inverted", "alpha",
                                                                       "intensity_scaling", "warning")]
         decision = (f"**Decision at the model's validated threshold {pred.threshold:.3f}: {pred.decision}** "
@@ -375,10 +375,17 @@ def api_input(component: gr.components.Component, value, rule: str):
 
 @dataclass(frozen=True)
 class Rendered:
-    """What one prediction returns, encoded, before any of it is written to disk."""
-    prediction: Prediction
-    overlay_jpeg: bytes  # the Grad-CAM overlay
-    slice_png: bytes  # the slice as the model saw it, lossless
+    """What one prediction returns, encoded, before any of it is written to disk. No pixels of the upload:
+    a result held for a click (tumortrace.ahead) must not keep a large decoded upload in memory."""
+    probabilities: dict[str, float]  # {"benign": p, "malignant": p}
+    decision: str  # the class at the model's validated threshold
+    threshold: float
+    overlay_jpeg: bytes  # the Grad-CAM overlay for the malignant class
+    slice_png: bytes  # the slice as the model saw it, lossless (at most 1024 px a side: display_pixels)
+
+    @property
+    def p_malignant(self) -> float:
+        return self.probabilities["malignant"]
 
 
 def render(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: float, encoder: Executor) -> Rendered:
@@ -391,7 +398,8 @@ def render(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: fl
     shown = display_pixels(image)  # gray stays one channel: about half the PNG work
     slice_png = encoder.submit(encode_png, shown)
     pred = predict_image(loaded, image, cam_method)
-    return Rendered(pred, encode_jpeg(overlay(shown, pred.cam, opacity)), slice_png.result())
+    return Rendered(pred.probabilities, pred.decision, pred.threshold, encode_jpeg(overlay(shown, pred.cam, opacity)),
+                    slice_png.result())
 
 
 def write_outputs(rendered: Rendered) -> tuple[str, str]:

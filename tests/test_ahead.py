@@ -179,3 +179,20 @@ def test_a_failing_hook_after_the_decode_is_logged_and_the_decode_kept(tmp_path,
         decode._pool.submit(lambda: None).result(30)
     assert "the hook after decoding an upload ahead failed" in caplog.text
     assert isinstance(recent.get("0123abcd/slice.png frame 1"), LoadedImage) and not upload.exists()
+
+
+def test_a_held_result_does_not_keep_its_image_alive():
+    """Only a weak reference: what decoded uploads take in memory stays bounded by RecentUploads, which may let
+    a large one go while its result is still held here."""
+    import gc
+    import weakref
+
+    classified = ClassifyAhead(Render(), "lite0", 0.45)
+    image = _image()
+    gone = weakref.ref(image)
+    classified.start("abc/slice.png", image)
+    _wait_rendered(classified)
+    assert classified.held() == 1
+    del image
+    gc.collect()
+    assert gone() is None

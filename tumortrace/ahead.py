@@ -12,13 +12,15 @@ then: any other request renders its own, and the result is dropped. Either way t
 Only while ``idle()`` says no prediction runs (as for decoding ahead: under load it would take a core from
 the predictions), one at a time, on a thread of its own. Results stay in memory only (never on disk: the
 click's request writes the files it returns) and are dropped once taken, after ``ttl_s``, or beyond ``keep``
-(the oldest first).
+(the oldest first). ``render``'s result must not hold the image: only a weak reference to it is kept here,
+so that what the decoded uploads take in memory stays bounded by ``tumortrace.uploads.RecentUploads``.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
@@ -40,7 +42,8 @@ class ClassifyAhead:
         self.expected = (model, opacity)  # one tuple: read and replaced whole, from any thread
         self.taken = 0  # results a request used
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tumortrace-ahead")
-        self._entries: OrderedDict[str, tuple[float, Any, tuple, Future]] = OrderedDict()
+        # key -> (when, the image, weakly: a large upload is not kept alive here, (model, opacity), render)
+        self._entries: OrderedDict[str, tuple[float, weakref.ref, tuple, Future]] = OrderedDict()
         self._lock = threading.Lock()
 
     def expect(self, model: str | None = None, opacity: float | None = None) -> None:
@@ -62,7 +65,7 @@ class ClassifyAhead:
             if any(not entry[3].done() for entry in self._entries.values()):
                 return  # one at a time: a second would take the core a request may need
             future = self._pool.submit(self._render, model, opacity, image)
-            self._entries[key] = (time.monotonic(), image, (model, opacity), future)
+            self._entries[key] = (time.monotonic(), weakref.ref(image), (model, opacity), future)
             self._entries.move_to_end(key)
             self._drop_old(time.monotonic())
 
@@ -79,7 +82,7 @@ class ClassifyAhead:
         with self._lock:
             self._drop_old(time.monotonic())
             entry = self._entries.pop(key, None)
-        if entry is None or entry[1] is not image or entry[2] != (model, opacity):
+        if entry is None or entry[1]() is not image or entry[2] != (model, opacity):
             return None
         result = entry[3].result()
         if result is not None:
