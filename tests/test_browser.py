@@ -96,6 +96,25 @@ def test_upload_classify_and_tabs(trained_model, manifest_data, tmp_path):
     assert (shots / "predict.png").stat().st_size > 10_000
 
 
+def test_a_persons_click_finds_its_upload_classified_as_it_arrived(trained_model, manifest_data, tmp_path):
+    """What the page sends on Classify (its model, the slider's opacity, frame 1) is exactly what the app
+    classified the upload for while it waited for the click (tumortrace/ahead.py): the click takes that result."""
+    image = sorted((manifest_data / "benign" / "images").glob("*.png"))[0]
+    with running_app("--model", str(trained_model), temp_dir=tmp_path) as (url, proc), \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(url, wait_until="networkidle")
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.ok):
+            page.set_input_files("input[type=file]", str(image))
+        page.wait_for_timeout(1000)  # a person, between choosing the file and clicking
+        page.get_by_role("button", name="Classify").click()
+        page.get_by_text("Decision at the model's validated threshold").wait_for(timeout=60_000)
+        browser.close()
+        said = [line for line in proc.log_path.read_text().splitlines() if "ms in the handler" in line]
+    assert len(said) == 1 and "classified as it arrived" in said[0], said
+
+
 def test_an_example_slice_classifies(trained_model, tmp_path):
     """The shipped examples reach the handler as Gradio's own cached copies, not uploads: one click through."""
     example = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "examples").glob("busi_*.png"))[0]
