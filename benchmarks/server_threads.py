@@ -7,7 +7,8 @@ reads every thread's CPU time (user + system, /proc/self/task; Linux) before and
 threads are grouped by what they run: the event loop (the thread whose stack is in uvicorn: HTTP, Gradio's
 queue and pre/post-processing, the event stream, file downloads), the handlers (AnyIO worker threads: decode,
 model, CAM, overlay, the overlay's JPEG), the slice's PNG encoder (tumortrace-encode), uploads decoded as they
-arrive (tumortrace-decode; otherwise their handler decodes them) and threads without a Python name (torch's
+arrive (tumortrace-decode; otherwise their handler decodes them) and classified then while the app is idle
+(tumortrace-ahead; gradio_client's uploads, each followed at once by its call, never are), and threads without a Python name (torch's
 OpenMP pool). The clients' threads (this script's) are left out.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ import machine
 WORK = work_folder("threads")  # the app's files and the clients', removed at the end
 
 EVENT_LOOP, HANDLERS, ENCODER, DECODER, NATIVE, CLIENTS = (
-    "event loop (uvicorn + Gradio)", "handlers (AnyIO workers)", "slice PNG encoder", "uploads decoded on arrival",
+    "event loop (uvicorn + Gradio)", "handlers (AnyIO workers)", "slice PNG encoder",
+    "uploads decoded (and classified) on arrival",
     "no Python name (torch/OpenMP)", "clients (not the server)")
 GROUPS = (EVENT_LOOP, HANDLERS, ENCODER, DECODER, NATIVE)
 
@@ -57,7 +59,7 @@ def thread_groups() -> dict[int, str]:
             group = HANDLERS
         elif t.name.startswith("tumortrace-encode"):
             group = ENCODER
-        elif t.name.startswith("tumortrace-decode"):
+        elif t.name.startswith(("tumortrace-decode", "tumortrace-ahead")):
             group = DECODER
         else:
             group = CLIENTS  # this script's main thread, load-client-*, gradio_client's pools
