@@ -35,6 +35,35 @@ def _png(value: int) -> bytes:
     return out.getvalue()
 
 
+def _calls_on_thread(monkeypatch, module, name: str, thread_prefix: str):
+    """Replace ``module.name`` with a wrapper that records, per call, whether it ran on a thread whose name
+    starts with ``thread_prefix``; the event is set once such a call has returned."""
+    calls, returned_there, real = [], threading.Event(), getattr(module, name)
+
+    def recording(*args, **kwargs):
+        there = threading.current_thread().name.startswith(thread_prefix)
+        result = real(*args, **kwargs)
+        calls.append(there)
+        if there:
+            returned_there.set()
+        return result
+
+    monkeypatch.setattr(module, name, recording)
+    return calls, returned_there
+
+
+def _served_app(trained_model, tmp_path, seed: int, **build_options):
+    """The app for ``trained_model`` served from this process, and a random gray slice to upload."""
+    from tumortrace.registry import build_registry
+
+    slice_file = tmp_path / "slice.png"
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (70, 90), dtype=np.uint8)).save(slice_file)
+    demo = app.build_app(build_registry(str(trained_model), None), **build_options)
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True)
+    return demo, f"http://127.0.0.1:{port}/", slice_file
+
+
 @pytest.fixture
 def two_blocks():
     """Two small apps served from this process: uploads go to the same folder, only one has a hook."""
@@ -109,26 +138,9 @@ def test_the_served_app_decodes_an_upload_as_it_arrives_and_its_prediction_uses_
     from tumortrace.checkpoint import load
     from tumortrace.images import load_image
     from tumortrace.inference import predict_image
-    from tumortrace.registry import build_registry
 
-    decoded_ahead, calls = threading.Event(), []
-    real = uploads.load_image
-
-    def counting(path, *args, **kwargs):
-        on_decode_thread = threading.current_thread().name.startswith("tumortrace-decode")
-        calls.append(on_decode_thread)
-        image = real(path, *args, **kwargs)
-        if on_decode_thread:
-            decoded_ahead.set()
-        return image
-
-    monkeypatch.setattr(uploads, "load_image", counting)
-    slice_file = tmp_path / "slice.png"
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (70, 90), dtype=np.uint8)).save(slice_file)
-    demo = app.build_app(build_registry(str(trained_model), None))
-    port = free_port()
-    app.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
+    calls, decoded_ahead = _calls_on_thread(monkeypatch, uploads, "load_image", "tumortrace-decode")
+    demo, url, slice_file = _served_app(trained_model, tmp_path, 3)
     try:
         assert gradio_uploads.describe(demo) == "uploads decoded as they arrive"
         with httpx.Client(timeout=60) as http:
@@ -182,26 +194,8 @@ def test_the_served_app_classifies_an_upload_as_it_arrives_for_the_click_that_as
     """A browser's upload is classified before the click (with the model and opacity last asked for); the click
     takes that result, with outputs identical to a prediction of its own; a click with another opacity, or
     the same upload asked for again, runs its own; with ``classify_ahead`` off, every click does."""
-    from tumortrace.registry import build_registry
-
-    renders, rendered_ahead = [], threading.Event()
-    real = app.render
-
-    def recording(*args, **kwargs):
-        on_ahead_thread = threading.current_thread().name.startswith("tumortrace-ahead")
-        result = real(*args, **kwargs)
-        renders.append("ahead" if on_ahead_thread else "request")
-        if on_ahead_thread:
-            rendered_ahead.set()
-        return result
-
-    monkeypatch.setattr(app, "render", recording)
-    slice_file = tmp_path / "slice.png"
-    Image.fromarray(np.random.default_rng(4).integers(0, 256, (70, 90), dtype=np.uint8)).save(slice_file)
-    demo = app.build_app(build_registry(str(trained_model), None), classify_ahead=classify_ahead)
-    port = free_port()
-    app.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
+    renders, rendered_ahead = _calls_on_thread(monkeypatch, app, "render", "tumortrace-ahead")
+    demo, url, slice_file = _served_app(trained_model, tmp_path, 4, classify_ahead=classify_ahead)
 
     def predict(http, stored, opacity):
         payload = {"data": [{"path": stored, "meta": {"_type": "gradio.FileData"}}, trained_model.name, opacity, 1]}
@@ -216,7 +210,7 @@ def test_the_served_app_classifies_an_upload_as_it_arrives_for_the_click_that_as
             first = predict(http, stored, 0.45)
             other = predict(http, stored, 0.6)
             again = predict(http, stored, 0.45)
-        assert renders == (["ahead", "request", "request"] if classify_ahead else ["request"] * 3)
+        assert renders == ([True, False, False] if classify_ahead else [False] * 3)  # True: on the ahead thread
         said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("predict:")]
         assert ("classified as it arrived" in said[0]) == classify_ahead
         assert all("classified now" in line for line in said[1:])
