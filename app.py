@@ -195,7 +195,8 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
               decode_ahead: bool = True, classify_ahead: bool = True) -> gr.Blocks:
     """With ``decode_ahead``, an upload's first frame is decoded as it arrives (``tumortrace.uploads``); with
     ``classify_ahead`` too, it is then classified for the model and opacity last asked for, in memory, for
-    the click that comes next (``tumortrace.ahead``). Both only while no prediction runs."""
+    the click that comes next (``tumortrace.ahead``). Both only while no prediction runs; classifying also
+    only while none waits in the queue."""
     choices = registry.names
     first = registry.models[choices[0]] if choices else None
     recent = RecentUploads()
@@ -245,15 +246,15 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             heat_file, slice_file = write_outputs(rendered)
         if classified:
             classified.expect(model_name, opacity)
-        pred = rendered
         notes = [f"{k}: {v}" for k, v in image.info.items() if k in ("window", "frame", "inverted", "alpha",
                                                                       "intensity_scaling", "warning")]
-        decision = (f"**Decision at the model's validated threshold {pred.threshold:.3f}: {pred.decision}** "
-                    f"(P(malignant) = {pred.p_malignant:.3f}; positive class: {POSITIVE_CLASS}). "
+        decision = (f"**Decision at the model's validated threshold {rendered.threshold:.3f}: "
+                    f"{rendered.decision}** "
+                    f"(P(malignant) = {rendered.p_malignant:.3f}; positive class: {POSITIVE_CLASS}). "
                     "Research output, not a diagnosis." + ("\n\n" + " · ".join(notes) if notes else ""))
         log.info("predict: %s, %s, %.0f ms in the handler", loaded.config["arch"], when,
                  (time.perf_counter() - started) * 1e3)
-        values = (pred.probabilities, heat_file, slice_file, decision, provenance(loaded, cam_method))
+        values = (rendered.probabilities, heat_file, slice_file, decision, provenance(loaded, cam_method))
         wire = [_wire(component.postprocess(value)) for component, value in zip(outputs, values)]
         wire[1]["orig_name"], wire[2]["orig_name"] = download_names(Path(file["path"]), int(frame), image.frames,
                                                                    model_name)
@@ -510,7 +511,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-classify-ahead", dest="classify_ahead", action="store_false",
                    help="classify an upload only when its prediction is asked for; by default, once decoded as it "
                         "arrived, it is classified for the model and opacity last asked for, while no prediction "
-                        "runs, and the result held in memory for a request that asks for exactly that "
+                        "runs or waits, and the result held in memory for a request that asks for exactly that "
                         "(default: ahead)")
     p.add_argument("--no-direct-outputs", dest="direct_outputs", action="store_false",
                    help="serve the output images only through Gradio's file route; by default a plain GET for "

@@ -10,10 +10,11 @@ exactly that model and opacity and its image is the very one decoded ahead (same
 then: any other request renders its own, and the result is dropped. Either way the outputs are identical.
 
 Only while ``idle()`` says the app is idle (the app's: no prediction running or waiting in Gradio's queue;
-under load it would take a core from the predictions), one at a time, on a thread of its own. Results stay in memory only (never on disk: the
-click's request writes the files it returns) and are dropped once taken, after ``ttl_s``, or beyond ``keep``
-(the oldest first). ``render``'s result must not hold the image: only a weak reference to it is kept here,
-so that what the decoded uploads take in memory stays bounded by ``tumortrace.uploads.RecentUploads``.
+under load it would take a core from the predictions), one at a time, on a thread of its own. Results stay
+in memory only (never on disk: the click's request writes the files it returns) and are dropped once taken,
+after ``ttl_s``, or beyond ``keep`` (the oldest first). ``render``'s result must not hold the image: only a
+weak reference to it is kept here, so that what the decoded uploads take in memory stays bounded by
+``tumortrace.uploads.RecentUploads``.
 """
 from __future__ import annotations
 
