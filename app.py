@@ -256,7 +256,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                  (time.perf_counter() - started) * 1e3)
         values = (rendered.probabilities, heat_file, slice_file, decision, provenance(loaded, cam_method))
         wire = [_wire(component.postprocess(value)) for component, value in zip(outputs, values)]
-        wire[1]["orig_name"], wire[2]["orig_name"] = download_names(Path(file["path"]), int(frame), image.frames,
+        wire[1]["orig_name"], wire[2]["orig_name"] = download_names(upload, int(frame), image.frames,
                                                                    model_name)
         return wire
 

@@ -43,8 +43,9 @@ class RecentOutputs:
 
     def add(self, path: str) -> None:
         """Remember ``path`` (absolute, as the page will ask for it) as the newest output."""
-        content_type = CONTENT_TYPES.get(PurePath(path).suffix.lower())
-        if content_type is None or not PurePath(path).is_absolute() or not SAFE_NAME.fullmatch(PurePath(path).name):
+        pure = PurePath(path)
+        content_type = CONTENT_TYPES.get(pure.suffix.lower())
+        if content_type is None or not pure.is_absolute() or not SAFE_NAME.fullmatch(pure.name):
             raise ValueError(f"not an absolute path to a PNG or JPEG output with a plain file name: {path!r}")
         with self._lock:
             self._paths[path] = content_type

@@ -208,11 +208,12 @@ class DecodeAhead:
         except Exception:  # the file stays: its request decodes it and fails the way it would without this
             log.exception("decoding an upload as it arrived failed")
             return
-        self.recent.record(upload_key(path), 1, outcome, data)
+        key = upload_key(path)
+        self.recent.record(key, 1, outcome, data)
         forget_upload(path)
         if self.then is not None and isinstance(outcome, LoadedImage):
             try:
-                self.then(upload_key(path), outcome)
+                self.then(key, outcome)
             except Exception:  # the upload's request does without
                 log.exception("the hook after decoding an upload ahead failed")
 
