@@ -541,3 +541,84 @@ def test_a_frame_content_pydicom_cannot_read_costs_only_the_note(tmp_path, monke
     path = tmp_path / "enhanced.dcm"
     path.write_bytes(_enhanced_mr(shared_window=(600, 1600)))
     assert load_image(path, frame=2).info["frame"] == "frame 2 of 3 used"
+
+
+def _png_with_chunk_after_ihdr(image: Image.Image, kind: bytes, data: bytes) -> bytes:
+    from tumortrace.png import chunk
+    png = _png(image)
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR's length and kind, its 13 bytes, its CRC
+    return png[:ihdr_end] + chunk(kind, data) + png[ihdr_end:]
+
+
+def _png(image: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+def _pillows_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return _float_the_slow_way(im.convert("RGB") if im.mode == "P" else im)
+
+
+def _two_bit_gray_png(values: np.ndarray) -> bytes:
+    """A grayscale PNG of bit depth 2 (Pillow writes only 8- and 16-bit grayscale): ``values`` in 0..3."""
+    import zlib
+
+    from tumortrace.png import SIGNATURE, chunk
+    height, width = values.shape
+    padded = np.zeros((height, -(-width // 4) * 4), np.uint8)
+    padded[:, :width] = values
+    packed = (padded[:, 0::4] << 6) | (padded[:, 1::4] << 4) | (padded[:, 2::4] << 2) | padded[:, 3::4]
+    rows = np.hstack([np.zeros((height, 1), np.uint8), packed])  # filter type 0 on every row
+    return (SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 2, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows.tobytes())) + chunk(b"IEND", b""))
+
+
+_NOISE = np.random.default_rng(11).integers(0, 256, (29, 41, 3), dtype=np.uint8)
+_GRAY3 = np.repeat(_NOISE[..., :1], 3, axis=2)
+
+
+@pytest.mark.parametrize("name, data, at_once", [
+    ("8-bit gray", _png(Image.fromarray(_NOISE[..., 0])), True),
+    ("8-bit RGB", _png(Image.fromarray(_NOISE)), True),
+    ("8-bit RGB, equal channels", _png(Image.fromarray(_GRAY3)), True),
+    ("with a gAMA chunk (applied by neither decoder)",
+     _png_with_chunk_after_ihdr(Image.fromarray(_NOISE), b"gAMA", struct.pack(">I", 22727)), True),
+    ("2-bit gray (Pillow's mode L too)", _two_bit_gray_png(_NOISE[..., 0] >> 6), False),
+    ("palette", _png(Image.fromarray(_NOISE).convert("P")), False),
+    ("gray with a transparent value", _png(Image.fromarray(_NOISE[..., 0]), transparency=7), False),
+    ("16-bit gray", _png(Image.fromarray(_NOISE[..., 0].astype(np.uint16) * 257)), False),
+])
+def test_a_plain_png_is_decoded_in_one_call_to_the_same_pixels(tmp_path, name, data, at_once, monkeypatch):
+    """8-bit gray and RGB PNGs (what scanners and BUSI write) take OpenCV's one-call decode; every other PNG
+    Pillow's, as before. Either way the pixels are Pillow's."""
+    import cv2
+
+    calls = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: calls.append(1) or real(*a))
+    path = tmp_path / "slice.png"
+    path.write_bytes(data)
+    for loaded in (load_image(path), load_image(path, data=data)):
+        if data[25] == 0 and data[24] == 16:  # 16-bit: scaled from its own range (its own test)
+            assert loaded.pixels.shape == (29, 41)
+        else:
+            np.testing.assert_array_equal(loaded.pixels, _pillows_pixels(data))
+        assert loaded.pixels.dtype == np.float32 and loaded.pixels.flags.c_contiguous
+    assert len(calls) == (2 if at_once else 0), name
+
+
+def test_a_png_libpng_refuses_but_pillow_reads_is_read_by_pillow(tmp_path):
+    """libpng checks each IDAT chunk's CRC, Pillow does not: such a file loaded before, and still does, by
+    Pillow, from the start of its data (the one-call attempt read the whole file first)."""
+    data = bytearray(_png(Image.fromarray(_NOISE)))
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4:idat])[0]
+    data[idat + 4 + length] ^= 0xFF  # the first byte of the IDAT's CRC
+    import cv2
+    assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_UNCHANGED) is None
+    path = tmp_path / "crc.png"
+    path.write_bytes(bytes(data))
+    np.testing.assert_array_equal(load_image(path).pixels, _pillows_pixels(bytes(data)))
