@@ -38,6 +38,7 @@ _OPENMP_SPIN = openmp.shorten_spin()
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from tumortrace import (INTENDED_USE, POSITIVE_CLASS, __version__, gradio_paths, gradio_uploads,  # noqa: E402
                         malloc, no_store, output_files, server_hops)
@@ -47,6 +48,7 @@ from tumortrace.checkpoint import LoadedModel, ModelLoadError, atomic_write_byte
 from tumortrace.gradio_queue import events_waiting, serving_queue  # noqa: E402
 from tumortrace.images import ImageLoadError, LoadedImage  # noqa: E402
 from tumortrace.inference import display_pixels, predict_image  # noqa: E402
+from tumortrace.lone import LonePredictions  # noqa: E402
 from tumortrace.png import encode_png  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
 from tumortrace.uploads import DecodeAhead, RecentUploads, read_upload, upload_key  # noqa: E402
@@ -192,24 +194,42 @@ def model_card(loaded: LoadedModel) -> str:
 
 # ---------------------------------------------------------------- the app
 def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int = CONCURRENCY,
-              decode_ahead: bool = True, classify_ahead: bool = True) -> gr.Blocks:
+              decode_ahead: bool = True, classify_ahead: bool = True, wide_alone: bool = True) -> gr.Blocks:
     """With ``decode_ahead``, an upload's first frame is decoded as it arrives (``tumortrace.uploads``); with
     ``classify_ahead`` too, it is then classified for the model and opacity last asked for, in memory, for
     the click that comes next (``tumortrace.ahead``). Both only while no prediction runs; classifying also
-    only while none waits in the queue."""
+    only while none waits in the queue. With ``wide_alone``, a prediction that runs alone (none other
+    running or waiting) runs on every core where each prediction's share is fewer (``tumortrace.lone``: a
+    second trunk per model, built in the background from here on); call this on a thread at the app's torch
+    thread count."""
     choices = registry.names
     first = registry.models[choices[0]] if choices else None
     recent = RecentUploads()
     running = Running()
     encoder = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tumortrace-encode")
+    lone = None
+    if threads_alone(wide_alone, registry) > torch.get_num_threads():
+        lone = LonePredictions(threads_alone(wide_alone, registry))
+        lone.build(registry.models)
+
+    def render_alone(model_name: str, image: LoadedImage, opacity: float) -> Rendered | None:
+        """On every core (tumortrace.lone), once the model's copy for that is ready; else None."""
+        wide = lone.model(model_name) if lone is not None else None
+        return lone.run(render, wide, image, cam_method, opacity, encoder, False) if wide is not None else None
+
     classified = None
     if decode_ahead and classify_ahead:
-        classified = ClassifyAhead(lambda name, opacity, image: render(registry.get(name), image, cam_method, opacity,
-                                                                       encoder),
+        # Started only while the app is idle: alone, as long as no request comes.
+        classified = ClassifyAhead(lambda name, opacity, image: (render_alone(name, image, opacity) or render(
+                                       registry.get(name), image, cam_method, opacity, encoder)),
                                    choices[0] if choices else None, OPACITY,
                                    idle=lambda: running.none() and not events_waiting(demo))
     ahead = (DecodeAhead(recent, idle=running.none, then=classified.start if classified else None)
              if decode_ahead else None)
+
+    def alone() -> bool:
+        """This request's prediction is the only one running, none waits, and none is classified ahead."""
+        return running.count == 1 and not events_waiting(demo) and not (classified and classified.busy())
 
     def get_model(name: str) -> LoadedModel:
         try:
@@ -241,6 +261,9 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                 raise gr.Error(f"Cannot use this file: {exc.reason}") from None
             rendered = classified.take(upload_key(upload), image, model_name, opacity) if classified else None
             when = "classified as it arrived" if rendered is not None else "classified now"
+            if rendered is None and alone():
+                rendered = render_alone(model_name, image, opacity)
+                when += f", alone on {lone.threads} torch threads" if rendered is not None else ""
             if rendered is None:
                 rendered = render(loaded, image, cam_method, opacity, encoder)
             heat_file, slice_file = write_outputs(rendered)
@@ -389,16 +412,20 @@ class Rendered:
         return self.probabilities["malignant"]
 
 
-def render(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: float, encoder: Executor) -> Rendered:
+def render(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: float, encoder: Executor,
+           beside_the_model: bool = True) -> Rendered:
     """The prediction, its Grad-CAM overlay and the slice, encoded, for one decoded upload.
 
     The slice's lossless PNG (1.4 ms for a 766×588 slice) does not depend on the prediction, so ``encoder``
     encodes it while the model runs: on the core that a lone request leaves idle (each prediction has cores ÷
-    concurrency torch threads). Under full load it is the same work as before.
+    concurrency torch threads). Under full load it is the same work as before. A model that uses every core
+    (``beside_the_model`` False: ``tumortrace.lone``) would be slowed by it: it is encoded beside the overlay.
     """
     shown = display_pixels(image)  # gray stays one channel: about half the PNG work
-    slice_png = encoder.submit(encode_png, shown)
+    slice_png = encoder.submit(encode_png, shown) if beside_the_model else None
     pred = predict_image(loaded, image, cam_method)
+    if slice_png is None:
+        slice_png = encoder.submit(encode_png, shown)
     return Rendered(pred.probabilities, pred.decision, pred.threshold, encode_jpeg(overlay(shown, pred.cam, opacity)),
                     slice_png.result())
 
@@ -513,6 +540,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "arrived, it is classified for the model and opacity last asked for, while no prediction "
                         "runs or waits, and the result held in memory for a request that asks for exactly that "
                         "(default: ahead)")
+    p.add_argument("--no-wide-alone", dest="wide_alone", action="store_false",
+                   help="run every prediction on its share of the cores (--threads); by default one that runs "
+                        "alone uses them all, with a second copy of each model's trunk built for that in the "
+                        "background after the start (~50 MiB for the two shipped models) (default: all cores)")
     p.add_argument("--no-direct-outputs", dest="direct_outputs", action="store_false",
                    help="serve the output images only through Gradio's file route; by default a plain GET for "
                         "one the app just wrote is answered before it, where no login is set "
@@ -540,6 +571,26 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_alone(wide_alone: bool, registry: Registry) -> int:
+    """Torch threads of a prediction that runs alone: every core with ``wide_alone`` (``tumortrace.lone``),
+    else this thread's count, as every prediction."""
+    share = torch.get_num_threads()
+    return max(share, available_cores()) if wide_alone and registry.models else share
+
+
+def describe_alone(wide_alone: bool, registry: Registry) -> str:
+    """For the "serving" log line."""
+    threads = threads_alone(wide_alone, registry)
+    if threads == torch.get_num_threads():
+        return "a prediction running alone on its share of the cores too"
+    return f"a prediction running alone on {threads} torch threads (a second trunk per model)"
+
+
 def threads_per_prediction(requested: int, concurrency: int, cores: int | None = None) -> int:
     """Torch threads for each of the `concurrency` predictions that may run at once.
 
@@ -549,9 +600,7 @@ def threads_per_prediction(requested: int, concurrency: int, cores: int | None =
     """
     if requested > 0:
         return requested
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // concurrency)
+    return max(1, (cores or available_cores()) // concurrency)
 
 
 def import_after_start(module: str) -> threading.Thread:
@@ -645,11 +694,11 @@ def main(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not auth:
         log.warning("listening on %s WITHOUT a login: anyone who can reach this address can use the app; "
                     "set TUMORTRACE_AUTH for any deployment beyond this machine", args.host)
-    import torch
     torch.set_num_threads(threads_per_prediction(args.threads, args.concurrency))
     registry = build_registry(args.model, args.revision, fold_batchnorm=args.fold_batchnorm,
                               torchscript=args.torchscript)
-    demo = build_app(registry, args.cam_method, args.concurrency, args.decode_ahead, args.classify_ahead)
+    demo = build_app(registry, args.cam_method, args.concurrency, args.decode_ahead, args.classify_ahead,
+                     args.wide_alone)
     hops = launch(demo, args.direct_outputs, server_name=args.host, server_port=args.port, share=args.share,
                   auth=auth)
     import_after_start("tumortrace.card")  # with scikit-learn: the threshold and calibration tables of a first view
@@ -657,9 +706,10 @@ def main(args: argparse.Namespace) -> int:
         log.error("the share link could not be opened (no connection to the share server); "
                   "still serving locally at http://%s:%d", args.host, args.port)
     log.info("serving %d model(s) at http://%s:%d%s; %d prediction(s) at once, %d torch thread(s) each; %s; %s; "
-             "%s; %s; %s; %s; %s", len(registry.models), args.host, args.port,
+             "%s; %s; %s; %s; %s; %s", len(registry.models), args.host, args.port,
              f" and {demo.share_url}" if demo.share_url else "",
-             args.concurrency, torch.get_num_threads(), openmp.describe(_OPENMP_SPIN), malloc.describe(allocator),
+             args.concurrency, torch.get_num_threads(), describe_alone(args.wide_alone, registry),
+             openmp.describe(_OPENMP_SPIN), malloc.describe(allocator),
              server_stack(demo), server_hops.describe(hops), gradio_paths.describe(),
              gradio_uploads.describe(demo, args.decode_ahead and args.classify_ahead),
              output_files.describe(demo.app))

@@ -96,10 +96,12 @@ def test_nothing_is_rendered_while_a_prediction_runs_without_a_model_or_while_on
     busy[0] = False
     classified.start("a/x.png", _image(1))
     assert render.started.wait(30)
+    assert classified.busy()  # the app then runs a request's prediction on its own share of the cores
     classified.start("b/y.png", _image(2))  # the first is still under way
     render.release.set()
     _wait_rendered(classified)
     assert len(render.calls) == 1 and classified.held() == 1
+    assert not classified.busy()  # held, done
 
 
 def test_a_request_waits_for_its_render_under_way():

@@ -3,7 +3,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -289,10 +291,28 @@ def test_torch_threads_share_the_cores_between_concurrent_predictions():
     assert app.threads_per_prediction(3, concurrency=2, cores=2) == 3  # an explicit --threads wins
 
 
-def test_no_classify_ahead_reaches_the_running_app(trained_model, tmp_path):
-    with running_app("--model", str(trained_model), "--no-classify-ahead", temp_dir=tmp_path) as (url, proc):
+def test_no_classify_ahead_and_no_wide_alone_reach_the_running_app(trained_model, tmp_path):
+    with running_app("--model", str(trained_model), "--no-classify-ahead", "--no-wide-alone",
+                     temp_dir=tmp_path) as (url, proc):
         line = serving_line(proc.log_path)
     assert "; uploads decoded as they arrive;" in line, line  # decoded ahead still, not classified
+    assert "; a prediction running alone on its share of the cores too;" in line, line
+    assert "tumortrace.lone" not in proc.log_path.read_text()  # no second trunk built
+
+
+def test_a_prediction_running_alone_uses_every_core_by_default(app):
+    """tests/test_lone.py for the trunk, tests/test_gradio_uploads.py for a request."""
+    url, proc, _, _ = app
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("on one core a prediction's share is every core already")
+    line = serving_line(proc.log_path)
+    assert f"; a prediction running alone on {cores} torch threads (a second trunk per model);" in line, line
+    deadline = time.monotonic() + 60  # built in the background once the app is up
+    while "a trunk for predictions running alone" not in proc.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    built = next(l for l in proc.log_path.read_text().splitlines() if "a trunk for predictions running alone" in l)
+    assert f"{cores} torch threads" in built and re.search(r"\(features (identical|within \S+)\)$", built), built
 
 
 def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
@@ -301,6 +321,8 @@ def test_concurrency_and_threads_reach_the_running_app(trained_model, tmp_path):
         serving_line(proc.log_path)
         log = proc.log_path.read_text()
     assert "3 prediction(s) at once, 2 torch thread(s) each" in log, log[-2000:]
+    if len(os.sched_getaffinity(0)) <= 2:  # a prediction's share is every core already
+        assert "a prediction running alone on its share of the cores too" in log, log[-2000:]
     assert "uploads decoded when a prediction asks" in log, log[-2000:]  # --no-decode-ahead
     # requirements.txt installs both; Gradio leaves the choice to uvicorn's "auto"
     assert "uvloop event loop, httptools HTTP parser" in log, log[-2000:]

@@ -29,6 +29,14 @@ def _upload(http: "httpx.Client", url: str, name: str, data: bytes) -> str:
     return response.json()[0]
 
 
+def _call_predict(http: "httpx.Client", url: str, stored: str, model: str, opacity: float) -> list:
+    """The app's /predict for an uploaded file, over Gradio's HTTP API: its outputs."""
+    payload = {"data": [{"path": stored, "meta": {"_type": "gradio.FileData"}}, model, opacity, 1]}
+    event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
+    lines = http.get(url + f"gradio_api/call/predict/{event}").text.splitlines()
+    return json.loads(next(line[5:] for line in lines if line.startswith("data:") and "[" in line))
+
+
 def _png(value: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.full((24, 40), value, np.uint8)).save(out, format="PNG")
@@ -198,10 +206,7 @@ def test_the_served_app_classifies_an_upload_as_it_arrives_for_the_click_that_as
     demo, url, slice_file = _served_app(trained_model, tmp_path, 4, classify_ahead=classify_ahead)
 
     def predict(http, stored, opacity):
-        payload = {"data": [{"path": stored, "meta": {"_type": "gradio.FileData"}}, trained_model.name, opacity, 1]}
-        event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
-        lines = http.get(url + f"gradio_api/call/predict/{event}").text.splitlines()
-        return json.loads(next(line[5:] for line in lines if line.startswith("data:") and "[" in line))
+        return _call_predict(http, url, stored, trained_model.name, opacity)
 
     try:
         with httpx.Client(timeout=60) as http, caplog.at_level(logging.INFO, logger="tumortrace.app"):
@@ -220,3 +225,47 @@ def test_the_served_app_classifies_an_upload_as_it_arrives_for_the_click_that_as
         assert other[1]["path"] != first[1]["path"] and other[2]["path"] == first[2]["path"]
     finally:
         demo.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(app.available_cores() < 2, reason="on one core a prediction's share is every core already")
+@pytest.mark.parametrize("wide_alone", [True, False])
+def test_the_served_app_runs_a_prediction_that_runs_alone_on_every_core(trained_model, tmp_path, monkeypatch, caplog,
+                                                                       wide_alone):
+    """An API client's prediction that runs alone (nothing classified ahead for it) runs on the thread at every
+    core, with the trunk built for it (tumortrace.lone), to the same bytes as at the app's own count; with
+    ``wide_alone`` off, on its handler's thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from tumortrace.checkpoint import load
+    from tumortrace.images import load_image
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the app's count on 2 cores, which main() sets before loading the models
+    renders, _ = _calls_on_thread(monkeypatch, app, "render", "tumortrace-lone")
+    try:
+        with caplog.at_level(logging.INFO):
+            demo, url, slice_file = _served_app(trained_model, tmp_path, 6, classify_ahead=False, wide_alone=wide_alone)
+            try:
+                deadline = time.monotonic() + 60  # the trunk is built in the background
+                while (wide_alone and "a trunk for predictions running alone" not in caplog.text
+                       and time.monotonic() < deadline):
+                    time.sleep(0.1)
+                with httpx.Client(timeout=60) as http:
+                    stored = _upload(http, url, "slice.png", slice_file.read_bytes())
+                    outputs = _call_predict(http, url, stored, trained_model.name, 0.45)
+            finally:
+                demo.close()
+        assert renders == [wide_alone]  # True: on the thread at every core
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("predict:")]
+        assert (f"alone on {app.available_cores()} torch threads" in said[0]) == wide_alone, said
+        with ThreadPoolExecutor(1) as encoder:  # the app's own count, on this thread
+            own = app.render(load(trained_model, for_inference=True), load_image(slice_file), "fast-cam", 0.45,
+                             encoder)
+        # Content-addressed files: the same paths are the same bytes.
+        assert [outputs[1]["path"], outputs[2]["path"]] == list(app.write_outputs(own))
+        assert {c["label"]: c["confidence"] for c in outputs[0]["confidences"]} == pytest.approx(own.probabilities,
+                                                                                                abs=1e-9)
+    finally:
+        torch.set_num_threads(before)

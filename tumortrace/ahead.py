@@ -91,6 +91,11 @@ class ClassifyAhead:
                 self.taken += 1
         return result
 
+    def busy(self) -> bool:
+        """A render under way."""
+        with self._lock:
+            return any(not entry[3].done() for entry in self._entries.values())
+
     def held(self) -> int:
         """Results held or under way."""
         with self._lock:
