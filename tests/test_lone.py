@@ -88,3 +88,16 @@ def test_a_trunk_that_runs_at_any_count_is_used_as_it_is(one_torch_thread):
     lone = LonePredictions(2)
     lone.build({"lite0": loaded}).result()
     assert lone.model("lite0") is loaded
+
+
+def test_a_trunk_that_cannot_be_rebuilt_leaves_its_model_to_run_as_any_other(one_torch_thread, monkeypatch, caplog):
+    def unavailable(trunk, example):
+        raise RuntimeError("torch.jit is unavailable")
+
+    monkeypatch.setattr(lone_module, "script_trunk", unavailable)
+    loaded = load(str(ROOT / "weights" / "resnet18_busi"), for_inference=True)
+    lone = LonePredictions(2)
+    with caplog.at_level(logging.ERROR, logger="tumortrace.lone"):
+        lone.build({"resnet18": loaded}).result()  # does not raise
+    assert lone.model("resnet18") is None
+    assert "resnet18: no trunk for 2 torch threads" in caplog.text and "torch.jit is unavailable" in caplog.text
