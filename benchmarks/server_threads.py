@@ -6,10 +6,12 @@ Runs the app in this process (as benchmarks/trace_memory.py does), drives it wit
 reads every thread's CPU time (user + system, /proc/self/task; Linux) before and after each phase. Server
 threads are grouped by what they run: the event loop (the thread whose stack is in uvicorn: HTTP, Gradio's
 queue and pre/post-processing, the event stream, file downloads), the handlers (AnyIO worker threads: decode,
-model, CAM, overlay, the overlay's JPEG), the slice's PNG encoder (tumortrace-encode), uploads decoded as they
-arrive (tumortrace-decode; otherwise their handler decodes them) and classified then while the app is idle
-(tumortrace-ahead; gradio_client's uploads, each followed at once by its call, never are), and threads without a Python name (torch's
-OpenMP pool). The clients' threads (this script's) are left out.
+model, CAM, overlay, the overlay's JPEG; and tumortrace-lone, where a prediction that runs alone runs, and an
+upload classified ahead once its model's copy for that is built: tumortrace/lone.py), the slice's PNG encoder
+(tumortrace-encode), uploads decoded as they arrive (tumortrace-decode; otherwise their handler decodes them)
+and classified then while the app is idle (tumortrace-ahead; gradio_client's uploads, each followed at once by
+its call, never are), and threads without a Python name (torch's OpenMP pool). The clients' threads (this
+script's) are left out.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import machine
 WORK = work_folder("threads")  # the app's files and the clients', removed at the end
 
 EVENT_LOOP, HANDLERS, ENCODER, DECODER, NATIVE, CLIENTS = (
-    "event loop (uvicorn + Gradio)", "handlers (AnyIO workers)", "slice PNG encoder",
+    "event loop (uvicorn + Gradio)", "handlers (AnyIO workers, the lone prediction's)", "slice PNG encoder",
     "uploads decoded (and classified) on arrival",
     "no Python name (torch/OpenMP)", "clients (not the server)")
 GROUPS = (EVENT_LOOP, HANDLERS, ENCODER, DECODER, NATIVE)
@@ -55,7 +57,7 @@ def thread_groups() -> dict[int, str]:
             frame = frame.f_back
         if in_uvicorn:
             group = EVENT_LOOP
-        elif t.name.startswith("AnyIO"):
+        elif t.name.startswith(("AnyIO", "tumortrace-lone")):
             group = HANDLERS
         elif t.name.startswith("tumortrace-encode"):
             group = ENCODER
