@@ -208,8 +208,8 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
     running = Running()
     encoder = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tumortrace-encode")
     lone = None
-    if threads_alone(wide_alone, registry) > torch.get_num_threads():
-        lone = LonePredictions(threads_alone(wide_alone, registry))
+    if (threads := threads_alone(wide_alone, registry)) > torch.get_num_threads():
+        lone = LonePredictions(threads)
         lone.build(registry.models)
 
     def render_alone(model_name: str, image: LoadedImage, opacity: float) -> Rendered | None:
@@ -416,10 +416,12 @@ def render(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: fl
            beside_the_model: bool = True) -> Rendered:
     """The prediction, its Grad-CAM overlay and the slice, encoded, for one decoded upload.
 
-    The slice's lossless PNG (1.4 ms for a 766×588 slice) does not depend on the prediction, so ``encoder``
-    encodes it while the model runs: on the core that a lone request leaves idle (each prediction has cores ÷
-    concurrency torch threads). Under full load it is the same work as before. A model that uses every core
-    (``beside_the_model`` False: ``tumortrace.lone``) would be slowed by it: it is encoded beside the overlay.
+    The slice's lossless PNG (:func:`tumortrace.png.encode_png`: 1.4 ms for a 766×588 slice, against ~90 ms
+    for Gradio's default PNG and 4.6 for OpenCV's at its fastest settings) does not depend on the prediction,
+    so ``encoder`` encodes it while the model runs: on the core that a lone request leaves idle (each
+    prediction has cores ÷ concurrency torch threads). Under full load it is the same work as before. A model
+    that uses every core (``beside_the_model`` False: ``tumortrace.lone``) would be slowed by it: it is encoded
+    beside the overlay.
     """
     shown = display_pixels(image)  # gray stays one channel: about half the PNG work
     slice_png = encoder.submit(encode_png, shown) if beside_the_model else None
@@ -454,16 +456,6 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError("could not encode the overlay image")
     return encoded.tobytes()
-
-
-def cached_image(image: np.ndarray, name: str, lossless: bool = True) -> str:
-    """Encode an output image (a lossless PNG, or a JPEG: :func:`encode_jpeg`) into Gradio's cache
-    (:func:`store_output`): ``name`` plus its extension.
-
-    The slice's lossless PNG is from :func:`tumortrace.png.encode_png` (Gradio's default PNG costs ~90 ms per
-    770×590 slice here, OpenCV's at its fastest settings 4.6 ms, this 1.4 ms)."""
-    return store_output(encode_png(image), f"{name}.png") if lossless else store_output(encode_jpeg(image),
-                                                                                          f"{name}.jpg")
 
 
 def store_output(data: bytes, name: str) -> str:

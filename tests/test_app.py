@@ -380,8 +380,8 @@ def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monk
     assert np.array_equal(np.asarray(Image.open(shown)), expected)  # lossless, one channel
     assert Image.open(heat).format == "JPEG" and Image.open(heat).size == (120, 90)
     reference = overlay(expected, real_model(loaded, image, "fast-cam").cam, 0.45)
-    assert heat == app.cached_image(reference, "gradcam", lossless=False)  # content-addressed: the same bytes
-    assert shown == app.cached_image(expected, "image")
+    assert heat == app.store_output(app.encode_jpeg(reference), "gradcam.jpg")  # content-addressed: the same bytes
+    assert shown == app.store_output(real_png(expected), "image.png")
     direct = real_model(loaded, image, "fast-cam")
     assert (rendered.probabilities, rendered.decision, rendered.threshold) == (direct.probabilities, direct.decision,
                                                                                 direct.threshold)
@@ -398,7 +398,7 @@ def test_the_slice_png_is_lossless_gray_and_rgb(tmp_path, monkeypatch, shape):
     pixels = rng.integers(0, 256, shape, dtype=np.uint8)
     ramp = np.linspace(0, 255, shape[1]).astype(np.uint8)
     pixels[: shape[0] // 2] = ramp[:, None] if len(shape) == 3 else ramp
-    path = app.cached_image(pixels, "image")
+    path = app.store_output(app.encode_png(pixels), "image.png")  # as the app writes the slice
     with Image.open(path) as im:
         assert im.format == "PNG"
         assert np.array_equal(np.asarray(im), pixels)

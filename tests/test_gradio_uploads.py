@@ -158,10 +158,7 @@ def test_the_served_app_decodes_an_upload_as_it_arrives_and_its_prediction_uses_
             while Path(stored).exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert not Path(stored).exists()  # and deleted once decoded: Gradio's call takes the path alone
-            payload = {"data": [{"path": stored, "meta": {"_type": "gradio.FileData"}}, trained_model.name, 0.45, 1]}
-            event = http.post(url + "gradio_api/call/predict", json=payload).json()["event_id"]
-            lines = http.get(url + f"gradio_api/call/predict/{event}").text.splitlines()
-        outputs = json.loads(next(line[5:] for line in lines if line.startswith("data:") and "[" in line))
+            outputs = _call_predict(http, url, stored, trained_model.name, 0.45)
         assert calls == [True]  # decoded once, as it arrived: the prediction used that decode
         expected = predict_image(load(trained_model, for_inference=True), load_image(slice_file), "fast-cam")
         got = {c["label"]: c["confidence"] for c in outputs[0]["confidences"]}

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hostile import (CASES, compressed_dicom, deflated_series, dicom_bytes, mr_8bit, mr_series, mr_small,
-                     ramp_codestream, rle_series, write_case)
+from hostile import (CASES, _png_bytes, compressed_dicom, deflated_series, dicom_bytes, mr_8bit, mr_series,
+                     mr_small, ramp_codestream, rle_series, write_case)
 from tumortrace.images import (MAX_FILE_BYTES, ImageLoadError, LoadedImage, codestream_size, load_frames,
                                load_image)
 
@@ -89,7 +89,7 @@ def test_fuzz_loader_never_raises_anything_but_image_load_error(tmp_path, data, 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.integers(min_value=1, max_value=2000), flip=st.integers(min_value=0, max_value=2000))
 def test_fuzz_mutated_png(tmp_path, cut, flip):
-    from hostile import _gray, _png_bytes
+    from hostile import _gray
     data = bytearray(_png_bytes(_gray(40, 40)))
     data[flip % len(data)] ^= 0xFF
     path = tmp_path / "m.png"
@@ -545,15 +545,9 @@ def test_a_frame_content_pydicom_cannot_read_costs_only_the_note(tmp_path, monke
 
 def _png_with_chunk_after_ihdr(image: Image.Image, kind: bytes, data: bytes) -> bytes:
     from tumortrace.png import chunk
-    png = _png(image)
+    png = _png_bytes(image)
     ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR's length and kind, its 13 bytes, its CRC
     return png[:ihdr_end] + chunk(kind, data) + png[ihdr_end:]
-
-
-def _png(image: Image.Image, **kw) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", **kw)
-    return buf.getvalue()
 
 
 def _pillows_pixels(data: bytes) -> np.ndarray:
@@ -581,15 +575,15 @@ _GRAY3 = np.repeat(_NOISE[..., :1], 3, axis=2)
 
 
 @pytest.mark.parametrize("name, data, at_once", [
-    ("8-bit gray", _png(Image.fromarray(_NOISE[..., 0])), True),
-    ("8-bit RGB", _png(Image.fromarray(_NOISE)), True),
-    ("8-bit RGB, equal channels", _png(Image.fromarray(_GRAY3)), True),
+    ("8-bit gray", _png_bytes(Image.fromarray(_NOISE[..., 0])), True),
+    ("8-bit RGB", _png_bytes(Image.fromarray(_NOISE)), True),
+    ("8-bit RGB, equal channels", _png_bytes(Image.fromarray(_GRAY3)), True),
     ("with a gAMA chunk (applied by neither decoder)",
      _png_with_chunk_after_ihdr(Image.fromarray(_NOISE), b"gAMA", struct.pack(">I", 22727)), True),
     ("2-bit gray (Pillow's mode L too)", _two_bit_gray_png(_NOISE[..., 0] >> 6), False),
-    ("palette", _png(Image.fromarray(_NOISE).convert("P")), False),
-    ("gray with a transparent value", _png(Image.fromarray(_NOISE[..., 0]), transparency=7), False),
-    ("16-bit gray", _png(Image.fromarray(_NOISE[..., 0].astype(np.uint16) * 257)), False),
+    ("palette", _png_bytes(Image.fromarray(_NOISE).convert("P")), False),
+    ("gray with a transparent value", _png_bytes(Image.fromarray(_NOISE[..., 0]), transparency=7), False),
+    ("16-bit gray", _png_bytes(Image.fromarray(_NOISE[..., 0].astype(np.uint16) * 257)), False),
 ])
 def test_a_plain_png_is_decoded_in_one_call_to_the_same_pixels(tmp_path, name, data, at_once, monkeypatch):
     """8-bit gray and RGB PNGs (what scanners and BUSI write) take OpenCV's one-call decode; every other PNG
@@ -613,7 +607,7 @@ def test_a_plain_png_is_decoded_in_one_call_to_the_same_pixels(tmp_path, name, d
 def test_a_png_libpng_refuses_but_pillow_reads_is_read_by_pillow(tmp_path):
     """libpng checks each IDAT chunk's CRC, Pillow does not: such a file loaded before, and still does, by
     Pillow, from the start of its data (the one-call attempt read the whole file first)."""
-    data = bytearray(_png(Image.fromarray(_NOISE)))
+    data = bytearray(_png_bytes(Image.fromarray(_NOISE)))
     idat = data.index(b"IDAT")
     length = struct.unpack(">I", data[idat - 4:idat])[0]
     data[idat + 4 + length] ^= 0xFF  # the first byte of the IDAT's CRC

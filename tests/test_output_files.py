@@ -132,8 +132,8 @@ def test_the_app_registers_what_it_writes(tmp_path, monkeypatch):
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.setattr(app_module, "RECENT_OUTPUTS", RecentOutputs())
-    written = [app_module.cached_image(np.zeros((4, 5), np.uint8), "image"),
-               app_module.cached_image(np.zeros((4, 5, 3), np.uint8), "gradcam", lossless=False)]
+    written = [app_module.store_output(app_module.encode_png(np.zeros((4, 5), np.uint8)), "image.png"),
+               app_module.store_output(app_module.encode_jpeg(np.zeros((4, 5, 3), np.uint8)), "gradcam.jpg")]
     assert [app_module.RECENT_OUTPUTS.content_type(p) for p in written] == [b"image/png", b"image/jpeg"]
     assert all(Path(p).is_file() and Path(p).is_relative_to(tmp_path) for p in written)
 

@@ -63,7 +63,7 @@ class ClassifyAhead:
         if model is None or not self.idle():
             return
         with self._lock:
-            if any(not entry[3].done() for entry in self._entries.values()):
+            if self._rendering():
                 return  # one at a time: a second would take the core a request may need
             future = self._pool.submit(self._render, model, opacity, image)
             self._entries[key] = (time.monotonic(), weakref.ref(image), (model, opacity), future)
@@ -94,7 +94,10 @@ class ClassifyAhead:
     def busy(self) -> bool:
         """A render under way."""
         with self._lock:
-            return any(not entry[3].done() for entry in self._entries.values())
+            return self._rendering()
+
+    def _rendering(self) -> bool:  # with the lock held
+        return any(not entry[3].done() for entry in self._entries.values())
 
     def held(self) -> int:
         """Results held or under way."""

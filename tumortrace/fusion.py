@@ -90,8 +90,12 @@ def _output_errors(model: nn.Module, candidate: nn.Module, example: torch.Tensor
     with torch.inference_mode():
         want_feats, got_feats = model.features(example), candidate.features(example)
         want, got = model.head(want_feats).softmax(1), candidate.head(got_feats).softmax(1)
-    feat_err = float((want_feats - got_feats).abs().max() / want_feats.abs().max().clamp_min(1e-12))
-    return float((want - got).abs().max()), feat_err
+    return float((want - got).abs().max()), feature_error(want_feats, got_feats)
+
+
+def feature_error(want: torch.Tensor, got: torch.Tensor) -> float:
+    """max |Δ feature| of ``got`` against ``want``, relative to ``want``'s scale."""
+    return float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))
 
 
 def fused_for_inference(model: nn.Module, torchscript: bool = True) -> nn.Module:

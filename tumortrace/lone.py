@@ -31,7 +31,7 @@ from typing import Callable, TypeVar
 import torch
 
 from .checkpoint import LoadedModel
-from .fusion import FUSED_TOLERANCE
+from .fusion import FUSED_TOLERANCE, feature_error
 from .scripted import ScriptedTrunk, script_trunk
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ def widened(loaded: LoadedModel, threads: int, reference: tuple[torch.Tensor, to
     wide = script_trunk(trunk.eager, example)
     unseen, want = reference
     with torch.inference_mode():
-        got = wide(unseen)
-    error = float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))
+        error = feature_error(want, wide(unseen))
     if error > FUSED_TOLERANCE:
         log.warning("%s: the trunk built for %d torch threads changed the features by %.2g (relative): its lone "
                     "predictions run as any other", loaded.config.get("arch"), threads, error)
