@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,27 @@ def trained_model(manifest_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "tiny"
     run_cli("training/train.py", "--data", str(manifest_data), "--out", str(out), *TINY_TRAIN, check=True)
     return out
+
+
+@contextmanager
+def _warning_filters_left_alone():
+    real = warnings.catch_warnings
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("warnings.catch_warnings swaps the process's filter list and is not thread-safe; "
+                             "code that runs on the app's threads must not use it")
+    warnings.catch_warnings = refuse
+    try:
+        yield
+    finally:
+        warnings.catch_warnings = real
+
+
+@pytest.fixture
+def warning_filters_left_alone():
+    """A context manager inside which ``warnings.catch_warnings`` fails the test. It replaces the process's
+    filter list and puts its saved copy back on exit, so two threads using it at once can leave every warning
+    ignored or drop each other's filters; the app decodes uploads, builds trunks and computes metrics on
+    threads of its own. (Not a fixture that patches for the whole test: pytest itself enters catch_warnings
+    around each phase of a test.)"""
+    return _warning_filters_left_alone

@@ -1,6 +1,7 @@
 import copy
 import logging
 import platform
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -343,3 +344,21 @@ def test_concurrent_predictions_on_the_torchscript_trunk_get_their_own_answers(s
     for t in threads:
         t.join()
     assert wrong == []
+
+
+def test_a_trunk_is_built_without_its_tracing_warnings_and_without_swapping_warning_filters(
+        model, recwarn, warning_filters_left_alone):
+    """Trunks are built on a background thread while requests are served (tumortrace/lone.py), so the
+    warnings every trace gives (TracerWarning from this package's code, TorchScript's deprecation notices)
+    are ignored by filters added to the process's list, not inside warnings.catch_warnings, which swaps the
+    whole list and is not thread-safe; other warnings still show."""
+    with warning_filters_left_alone():
+        served = fused_for_inference(model)
+    assert is_scripted(served)
+    assert not [w for w in recwarn if issubclass(w.category, (torch.jit.TracerWarning, FutureWarning))], \
+        [str(w.message) for w in recwarn]
+    warnings.warn("a FutureWarning of someone else's", FutureWarning)
+    warnings.warn_explicit("a TracerWarning of another package", torch.jit.TracerWarning, "elsewhere.py", 1,
+                           module="elsewhere")
+    assert [str(w.message) for w in recwarn] == ["a FutureWarning of someone else's",
+                                                 "a TracerWarning of another package"]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hostile import (CASES, _png_bytes, compressed_dicom, deflated_series, dicom_bytes, mr_8bit, mr_series,
+from hostile import (CASES, _bomb_png, _png_bytes, compressed_dicom, deflated_series, dicom_bytes, mr_8bit, mr_series,
                      mr_small, ramp_codestream, rle_series, write_case)
 from tumortrace.images import (MAX_FILE_BYTES, ImageLoadError, LoadedImage, codestream_size, load_frames,
                                load_image)
@@ -19,16 +19,17 @@ from tumortrace.images import (MAX_FILE_BYTES, ImageLoadError, LoadedImage, code
 @pytest.mark.filterwarnings("ignore:Expected explicit VR")  # pydicom, on a file meta written in implicit VR
 @pytest.mark.filterwarnings("ignore:Invalid value for VR IS")  # pydicom, on a NumberOfFrames "abc"
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_hostile_case(tmp_path, name):
+def test_hostile_case(tmp_path, name, warning_filters_left_alone):
     path = write_case(tmp_path, name)
     kind, expect = CASES[name][1]
     if kind == "error":
-        with pytest.raises(ImageLoadError) as info:
+        with pytest.raises(ImageLoadError) as info, warning_filters_left_alone():
             load_image(path)
         assert expect in str(info.value), str(info.value)
         assert path.name in str(info.value)  # the message names the file
     else:
-        loaded = load_image(path)
+        with warning_filters_left_alone():
+            loaded = load_image(path)
         assert isinstance(loaded, LoadedImage)
         assert loaded.pixels.dtype == np.float32
         assert np.isfinite(loaded.pixels).all() and 0 <= loaded.pixels.min() and loaded.pixels.max() <= 1
@@ -50,6 +51,19 @@ def test_dicom_identifying_values_never_reach_info(tmp_path):
     text = repr(load_image(path).info)
     for value in ("DOE", "JANE", "PID-93847", "19700101", "Example", "ACC-5521"):
         assert value not in text
+
+
+def test_an_image_between_pillows_warning_and_its_error_is_refused_by_the_loaders_limit(tmp_path,
+                                                                                       warning_filters_left_alone):
+    """Pillow warns above its limit (~89 MP) and refuses above twice that; the loader's own limit is lower and
+    refuses the image right after Pillow's warning, which is no longer made an error through
+    warnings.catch_warnings (uploads are decoded on several threads at once)."""
+    side = int((Image.MAX_IMAGE_PIXELS * 1.5) ** 0.5)
+    path = tmp_path / "big.png"
+    path.write_bytes(_bomb_png(side, side))
+    with pytest.raises(ImageLoadError, match=r"the limit is 50 MP \(possible decompression bomb\)"), \
+            pytest.warns(Image.DecompressionBombWarning), warning_filters_left_alone():
+        load_image(path)
 
 
 def test_missing_file(tmp_path):

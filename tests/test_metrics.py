@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -32,8 +33,26 @@ def test_threshold_is_inclusive_and_malignant_is_positive():
 
 
 def test_undefined_metrics_are_nan_not_errors():
-    m = binary_metrics([0, 0, 0], [0.1, 0.2, 0.3], 0.5)
-    assert math.isnan(m["roc_auc"]) and math.isnan(m["recall"]) and m["specificity"] == 1
+    """Nor warnings, and without a filter ignoring them: on the app's handler threads, a blanket "ignore" set
+    inside warnings.catch_warnings (not thread-safe) could be left in place for the whole process."""
+    blanket = []
+    simplefilter = warnings.simplefilter
+
+    def recording(action, category=Warning, *args, **kwargs):
+        if action == "ignore" and category is Warning:
+            blanket.append(action)
+        simplefilter(action, category, *args, **kwargs)
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+        warnings.simplefilter("error")
+        patch.setattr(warnings, "simplefilter", recording)
+        m = binary_metrics([0, 0, 0], [0.1, 0.2, 0.3], 0.5)
+        assert math.isnan(m["roc_auc"]) and math.isnan(m["recall"]) and m["specificity"] == 1
+        m = binary_metrics([1, 1], [0.1, 0.2], 0.5)  # nothing called malignant, and no benign case
+        assert math.isnan(m["precision"]) and math.isnan(m["specificity"]) and math.isnan(m["balanced_accuracy"])
+        assert m["f1"] == 0 and m["npv"] == 0 and m["recall"] == 0
+        ci = bootstrap_ci([0, 0, 1, 1], [0.1, 0.6, 0.7, 0.2], 0.5, n_boot=50)
+        assert all(len(v) == 2 for v in ci.values())
+    assert not blanket
 
 
 def test_threshold_for_sensitivity_reaches_target_on_validation():

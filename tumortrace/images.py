@@ -11,7 +11,6 @@ import io
 import os
 import re
 import struct
-import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -192,28 +191,29 @@ def _check_geometry(path: Path, width: int, height: int, max_pixels: int | None 
 def _load_pillow(path: Path, max_pixels: int, frame: int = 1, data: bytes | None = None) -> LoadedImage:
     info: dict = {}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _open(path, data) as fp, Image.open(fp) as im:
-                info["format"] = im.format
-                _check_geometry(path, im.width, im.height, max_pixels)
-                n_frames = getattr(im, "n_frames", 1)
-                check_frame_number(path, frame, n_frames)
-                if frame > 1 and im.format != "TIFF":
-                    # A GIF or APNG frame is drawn over the ones before it: reaching frame k decodes k frames.
-                    raise ImageLoadError(path, f"frame {frame} was asked for; frames are chosen in multi-frame "
-                                               f"DICOM and multi-page TIFF files, not in {im.format}")
-                if n_frames > 1:
-                    im.seek(frame - 1)
-                    _check_geometry(path, im.width, im.height, max_pixels)  # each TIFF page has its own size
-                    info.update(_frame_note(frame, n_frames))
-                im = ImageOps.exif_transpose(im) if im.format == "JPEG" else im
-                at_once = _plain_png_at_once(fp, im, n_frames)
-                if at_once is not None:
-                    info["mode"] = im.mode
-                    return LoadedImage(_unit_float(at_once), info, n_frames)
-                im.load()
-                pixels = _pillow_to_array(path, im, info)
+        # Between its own limit (~89 MP) and twice that Pillow only warns, and _check_geometry's lower limit
+        # refuses the image right after. That warning is not made an error: warnings.catch_warnings swaps the
+        # process's filter list and is not thread-safe, and uploads are decoded on several threads at once.
+        with _open(path, data) as fp, Image.open(fp) as im:
+            info["format"] = im.format
+            _check_geometry(path, im.width, im.height, max_pixels)
+            n_frames = getattr(im, "n_frames", 1)
+            check_frame_number(path, frame, n_frames)
+            if frame > 1 and im.format != "TIFF":
+                # A GIF or APNG frame is drawn over the ones before it: reaching frame k decodes k frames.
+                raise ImageLoadError(path, f"frame {frame} was asked for; frames are chosen in multi-frame "
+                                           f"DICOM and multi-page TIFF files, not in {im.format}")
+            if n_frames > 1:
+                im.seek(frame - 1)
+                _check_geometry(path, im.width, im.height, max_pixels)  # each TIFF page has its own size
+                info.update(_frame_note(frame, n_frames))
+            im = ImageOps.exif_transpose(im) if im.format == "JPEG" else im
+            at_once = _plain_png_at_once(fp, im, n_frames)
+            if at_once is not None:
+                info["mode"] = im.mode
+                return LoadedImage(_unit_float(at_once), info, n_frames)
+            im.load()
+            pixels = _pillow_to_array(path, im, info)
     except ImageLoadError:
         raise
     except FileNotFoundError as exc:

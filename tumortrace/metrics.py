@@ -3,7 +3,6 @@ calibration of P(malignant)."""
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from scipy.stats import binomtest
@@ -23,18 +22,18 @@ def binary_metrics(y_true, p_malignant, threshold: float = 0.5) -> dict:
     p = np.asarray(p_malignant, dtype=float)
     pred = (p >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undefined metrics are reported as NaN, not warned about
-        out = {
-            "accuracy": accuracy_score(y, pred),
-            "precision": precision_score(y, pred, pos_label=1, zero_division=np.nan),
-            "recall": recall_score(y, pred, pos_label=1, zero_division=np.nan),
-            "specificity": recall_score(y, pred, pos_label=0, zero_division=np.nan),
-            "f1": f1_score(y, pred, pos_label=1, zero_division=np.nan),
-            "balanced_accuracy": balanced_accuracy_score(y, pred) if len(set(y)) > 1 else math.nan,
-            "roc_auc": roc_auc_score(y, p) if len(set(y)) > 1 else math.nan,
-            "npv": tn / (tn + fn) if tn + fn else math.nan,
-        }
+    # Undefined metrics are NaN (zero_division, and the guards of the one-class case), never a warning: this
+    # runs on the app's handler threads, where warnings.catch_warnings (not thread-safe) is not used.
+    out = {
+        "accuracy": accuracy_score(y, pred),
+        "precision": precision_score(y, pred, pos_label=1, zero_division=np.nan),
+        "recall": recall_score(y, pred, pos_label=1, zero_division=np.nan),
+        "specificity": recall_score(y, pred, pos_label=0, zero_division=np.nan),
+        "f1": f1_score(y, pred, pos_label=1, zero_division=np.nan),
+        "balanced_accuracy": balanced_accuracy_score(y, pred) if len(set(y)) > 1 else math.nan,
+        "roc_auc": roc_auc_score(y, p) if len(set(y)) > 1 else math.nan,
+        "npv": tn / (tn + fn) if tn + fn else math.nan,
+    }
     out = {k: float(v) for k, v in out.items()}
     out["confusion_matrix"] = {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
     return out

@@ -90,10 +90,8 @@ def script_trunk(trunk: nn.Module, example: torch.Tensor, onednn_graph: bool = T
     Raises whatever torch.jit raises; the caller decides what to serve instead."""
     trunk = trunk.to(memory_format=ScriptedTrunk.memory_format)
     example = example.contiguous(memory_format=ScriptedTrunk.memory_format)
-    with warnings.catch_warnings(), torch.no_grad():
-        # TracerWarning: the "SAME" padding sizes become constants, which is what the shape guard is for.
-        # FutureWarning: TorchScript's deprecation notice (see the module's docstring).
-        warnings.simplefilter("ignore")
+    quiet_tracing()
+    with torch.no_grad():
         if onednn_graph:
             scripted = _frozen(trunk, example)
             with onednn_fusion():
@@ -104,6 +102,22 @@ def script_trunk(trunk: nn.Module, example: torch.Tensor, onednn_graph: bool = T
         scripted = torch.jit.optimize_for_inference(_frozen(trunk, example))
         _warm_up(scripted, example)
     return ScriptedTrunk(trunk, scripted, example, "optimize_for_inference")
+
+
+def quiet_tracing() -> None:
+    """Ignore, from now on, the warnings a trace of these trunks always gives: ``TracerWarning`` from this
+    package's own code (the "SAME" padding sizes become constants, which is what the shape guard is for) and
+    TorchScript's deprecation notices for the four calls made here (see the module's docstring; a caller's own
+    use of those calls no longer shows them either).
+
+    Added to the process's filter list, where they stay (adding one again moves it to the front), rather than
+    set inside ``warnings.catch_warnings``: that replaces the whole list and puts its saved copy back on exit,
+    which is not thread-safe, and trunks are built on a background thread while requests are served
+    (tumortrace/lone.py). Interleaved with another thread doing the same, it could leave every warning of the
+    process ignored, or drop another thread's filters."""
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"tumortrace\.")
+    warnings.filterwarnings("ignore", r"`torch\.jit\.(trace|trace_method|freeze|optimize_for_inference)` "
+                                      r"is deprecated", FutureWarning, r"torch\.jit\.")
 
 
 def _frozen(trunk: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
