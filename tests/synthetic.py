@@ -44,6 +44,7 @@ def write_manifest_set(root: Path, n_per_class: int = 20, size: int = 64, seed: 
     """BUSI-like: <label>/images, <label>/masks, manifest.csv with duplicate groups (pairs of near-copies)."""
     rng = np.random.default_rng(seed)
     rows = []
+    prev_img = prev_mask = None  # i % 4 == 0 sets them before i % 4 == 1 reads them
     for label, name in enumerate(CLASSES):
         (root / name / "images").mkdir(parents=True, exist_ok=True)
         (root / name / "masks").mkdir(parents=True, exist_ok=True)
