@@ -283,6 +283,15 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                                                                    model_name)
         return wire
 
+    def redraw_overlay(file: dict | None, model_name: str, opacity: float, frame: float | None,
+                       shown: dict | None) -> dict:
+        """The overlay of the answer shown, at the opacity the slider was released at. Nothing when no answer
+        is shown (none yet, or cleared since: a new file, frame or model clears it), so that moving the
+        slider never classifies a file nobody asked about. The page's own event, not the API's."""
+        if not shown or not file:
+            return gr.skip()
+        return predict(file, model_name, opacity, frame)[1]
+
     def select_model(model_name: str):
         loaded = get_model(model_name)
         if classified:
@@ -338,13 +347,18 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
 
         # wiring
         outputs = [probs, heat, raw, decision_text, prov]
+        # One concurrency group for both: each prediction's torch threads assume at most `concurrency` at once.
+        redraw = opacity_slider.release(redraw_overlay, [upload, model_choice, opacity_slider, frame_number, heat],
+                                        heat, preprocess=False, postprocess=False, api_visibility="private",
+                                        concurrency_id="predict")
         # In the browser only: the last answer goes when a new request starts or its file, frame or model
-        # changes, so that no decision sits beside an error or inputs it does not belong to. The Label
-        # takes {}: null throws in its frontend and the whole update is dropped.
+        # changes, so that no decision sits beside an error or inputs it does not belong to (nor an overlay
+        # redrawn for the answer before). The Label takes {}: null throws in its frontend and the whole update
+        # is dropped.
         for changed in (run.click, upload.change, frame_number.change, model_choice.change):
-            changed(None, None, outputs, js="() => [{}, null, null, '', '']")
+            changed(None, None, outputs, js="() => [{}, null, null, '', '']", cancels=[redraw])
         run.click(predict, [upload, model_choice, opacity_slider, frame_number], outputs, api_name="predict",
-                  preprocess=False, postprocess=False)
+                  preprocess=False, postprocess=False, concurrency_id="predict")
         view = [header, metrics, calib, roc, curves, thr, thr_table, card]
         model_choice.change(select_model, model_choice, view, api_visibility="private")
         thr.change(move_threshold, [model_choice, thr], thr_table, api_visibility="private")

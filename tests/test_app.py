@@ -387,6 +387,42 @@ def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monk
                                                                                 direct.threshold)
 
 
+def test_releasing_the_opacity_slider_redraws_the_overlay_of_the_answer_shown(trained_model, tmp_path, monkeypatch,
+                                                                              caplog):
+    """The page's own event (no API name), in the predictions' concurrency group: with an answer shown, the
+    overlay a Classify at the new opacity gives, named as the Classify's; with none shown, no prediction."""
+    import logging
+    import shutil
+
+    import gradio as gr
+
+    import app
+    from tumortrace.registry import build_registry
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    demo = app.build_app(build_registry(str(trained_model), None), decode_ahead=False)
+    fns = {f.name: f for f in demo.fns.values() if f.name}
+    redraw, predict = fns["redraw_overlay"], fns["predict"]
+    assert redraw.concurrency_id == predict.concurrency_id and redraw.api_visibility == "private"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (60, 80), dtype=np.uint8)).save(tmp_path / "slice.png")
+    name = trained_model.name
+
+    def upload() -> dict:  # a fresh copy each time: a prediction deletes the upload it reads
+        folder = tmp_path / "uploads" / str(len(list(tmp_path.glob("uploads/*"))))
+        folder.mkdir(parents=True)
+        return {"path": shutil.copy(tmp_path / "slice.png", folder / "slice.png")}
+
+    with caplog.at_level(logging.INFO, logger="tumortrace.app"):
+        assert redraw.fn(upload(), name, 0.8, 1, None) == gr.skip()  # no answer shown
+        assert redraw.fn(None, name, 0.8, 1, {"path": "gradcam.jpg"}) == gr.skip()  # no file
+        assert "predict:" not in caplog.text
+        shown = predict.fn(upload(), name, 0.45, 1)
+        redrawn = redraw.fn(upload(), name, 0.8, 1, shown[1])
+        assert caplog.text.count("predict:") == 2
+    assert redrawn == predict.fn(upload(), name, 0.8, 1)[1]  # content-addressed paths: the same bytes
+    assert redrawn["path"] != shown[1]["path"] and redrawn["orig_name"] == shown[1]["orig_name"]
+
+
 @pytest.mark.parametrize("shape", [(37, 53), (64, 48, 3)])
 def test_the_slice_png_is_lossless_gray_and_rgb(tmp_path, monkeypatch, shape):
     """The slice goes out as a PNG (tumortrace.png, fast) that is still bit-exact (Pillow reads it back; RGB order

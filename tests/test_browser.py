@@ -177,3 +177,54 @@ def test_another_frame_of_an_uploaded_series_is_chosen_without_uploading_it_agai
         page.get_by_role("button", name="Classify").click()
         page.get_by_text("Decision at the model's validated threshold").wait_for(timeout=60_000)
         browser.close()
+
+
+def _drag_slider(page, slider, to: float) -> None:
+    """Drag ``slider`` (a range input) as a person does, from its thumb to fraction ``to`` of its track."""
+    box = slider.bounding_box()  # measured now: the page's layout moves once an answer is shown
+    start = (float(slider.input_value()) - float(slider.get_attribute("min"))) / (
+        float(slider.get_attribute("max")) - float(slider.get_attribute("min")))
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * start, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * to, y, steps=5)
+    page.mouse.up()
+
+
+def test_releasing_the_opacity_slider_redraws_the_overlay_of_the_answer_shown(trained_model, manifest_data,
+                                                                              tmp_path):
+    """Before any answer, moving the slider classifies nothing; with one shown, releasing it redraws the
+    overlay at the new opacity beside the same decision (one prediction more); once the file is removed and
+    another chosen, there is no answer to redraw again."""
+    images = sorted((manifest_data / "malignant" / "images").glob("*.png"))
+    with running_app("--model", str(trained_model), temp_dir=tmp_path) as (url, proc), \
+            sync_api.sync_playwright() as p:
+        def predictions() -> int:
+            return sum("ms in the handler" in line for line in proc.log_path.read_text().splitlines())
+
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(url, wait_until="networkidle")
+        slider = page.get_by_label("range slider for Grad-CAM opacity")
+        page.set_input_files("input[type=file]", str(images[0]))
+        _drag_slider(page, slider, 0.8)
+        page.wait_for_timeout(1000)
+        assert float(slider.input_value()) == pytest.approx(0.8, abs=0.05) and predictions() == 0
+        page.get_by_role("button", name="Classify").click()
+        page.get_by_text("Decision at the model's validated threshold").wait_for(timeout=60_000)
+        overlay = page.locator("img[src*='gradcam.jpg']")
+        first, decision = overlay.get_attribute("src"), page.get_by_text("Decision at the model's").inner_text()
+        _drag_slider(page, slider, 0.1)
+        page.wait_for_function("(src) => { const i = document.querySelector(\"img[src*='gradcam.jpg']\");"
+                               " return i && i.src !== src && i.complete && i.naturalWidth > 0; }", arg=first,
+                               timeout=30_000)
+        assert float(slider.input_value()) == pytest.approx(0.1, abs=0.05) and predictions() == 2
+        assert page.get_by_text("Decision at the model's").inner_text() == decision
+        page.get_by_role("button", name="Clear").first.click()  # the file removed: the answer and overlay go
+        page.get_by_text("Decision at the model's validated threshold").wait_for(state="detached", timeout=10_000)
+        assert overlay.count() == 0
+        page.set_input_files("input[type=file]", str(images[1]))
+        _drag_slider(page, slider, 0.5)
+        page.wait_for_timeout(1000)
+        assert predictions() == 2 and overlay.count() == 0
+        browser.close()
