@@ -267,6 +267,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             if rendered is None:
                 rendered = render(loaded, image, cam_method, opacity, encoder)
             heat_file, slice_file = write_outputs(rendered)
+        recent.put(cam_key(upload, int(frame), model_name), rendered.cam)
         if classified:
             classified.expect(model_name, opacity)
         notes = [f"{k}: {v}" for k, v in image.info.items() if k in ("window", "frame", "inverted", "alpha",
@@ -285,12 +286,29 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
 
     def redraw_overlay(file: dict | None, model_name: str, opacity: float, frame: float | None,
                        shown: dict | None) -> dict:
-        """The overlay of the answer shown, at the opacity the slider was released at. Nothing when no answer
-        is shown (none yet, or cleared since: a new file, frame or model clears it), so that moving the
-        slider never classifies a file nobody asked about. The page's own event, not the API's."""
+        """The overlay of the answer shown, at the opacity the slider was moved to, from that answer's map
+        (kept with the decoded upload in ``recent``): no model run, ~3 ms. Where either is gone, the answer is
+        computed again (and an upload no longer held asks for the file again). Nothing when no answer is
+        shown (none yet, or cleared since: a new file, frame or model clears it), so that moving the slider
+        never classifies a file nobody asked about. The page's own event, not the API's."""
         if not shown or not file:
             return gr.skip()
-        return predict(file, model_name, opacity, frame)[1]
+        model_name = api_input(model_choice, model_name, f"the model must be one of: {', '.join(choices) or 'none'}")
+        opacity = api_input(opacity_slider, opacity, "the Grad-CAM opacity must be a number from 0 to 1")
+        frame = int(api_input(frame_number, frame, "the frame must be a whole number from 1 (1 = the first frame)"))
+        started, upload = time.perf_counter(), Path(file["path"])
+        cam = recent.get(cam_key(upload, frame, model_name))
+        image = recent.get(f"{upload_key(upload)} frame {frame}")
+        if not isinstance(cam, np.ndarray) or not isinstance(image, LoadedImage):
+            return predict(file, model_name, opacity, frame)[1]
+        heat_file = store_output(overlay_jpeg(display_pixels(image), cam, opacity), "gradcam.jpg")
+        if classified:
+            classified.expect(model_name, opacity)
+        log.info("overlay redrawn at opacity %.2f, %.0f ms in the handler", opacity,
+                 (time.perf_counter() - started) * 1e3)
+        wire = _wire(heat.postprocess(heat_file))
+        wire["orig_name"] = download_names(upload, frame, image.frames, model_name)[0]
+        return wire
 
     def select_model(model_name: str):
         loaded = get_model(model_name)
@@ -348,9 +366,9 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         # wiring
         outputs = [probs, heat, raw, decision_text, prov]
         # One concurrency group for both: each prediction's torch threads assume at most `concurrency` at once.
-        redraw = opacity_slider.release(redraw_overlay, [upload, model_choice, opacity_slider, frame_number, heat],
+        redraw = opacity_slider.input(redraw_overlay, [upload, model_choice, opacity_slider, frame_number, heat],
                                         heat, preprocess=False, postprocess=False, api_visibility="private",
-                                        concurrency_id="predict")
+                                        concurrency_id="predict", trigger_mode="always_last")
         # In the browser only: the last answer goes when a new request starts or its file, frame or model
         # changes, so that no decision sits beside an error or inputs it does not belong to (nor an overlay
         # redrawn for the answer before). The Label takes {}: null throws in its frontend and the whole update
@@ -420,6 +438,7 @@ class Rendered:
     threshold: float
     overlay_jpeg: bytes  # the Grad-CAM overlay for the malignant class
     slice_png: bytes  # the slice as the model saw it, lossless (at most 1024 px a side: display_pixels)
+    cam: np.ndarray  # the overlay's map, S×S at the model's input size (~200 KB): redrawn at other opacities
 
     @property
     def p_malignant(self) -> float:
@@ -442,8 +461,18 @@ def render(loaded: LoadedModel, image: LoadedImage, cam_method: str, opacity: fl
     pred = predict_image(loaded, image, cam_method)
     if slice_png is None:
         slice_png = encoder.submit(encode_png, shown)
-    return Rendered(pred.probabilities, pred.decision, pred.threshold, encode_jpeg(overlay(shown, pred.cam, opacity)),
-                    slice_png.result())
+    return Rendered(pred.probabilities, pred.decision, pred.threshold, overlay_jpeg(shown, pred.cam, opacity),
+                    slice_png.result(), pred.cam)
+
+
+def overlay_jpeg(shown: np.ndarray, cam: np.ndarray, opacity: float) -> bytes:
+    """The Grad-CAM overlay as sent: ``cam`` over the slice's display pixels at ``opacity``, as a JPEG."""
+    return encode_jpeg(overlay(shown, cam, opacity))
+
+
+def cam_key(upload: Path, frame: int, model_name: str) -> str:
+    """Where the map of an answer is kept in the app's recent uploads, beside the decoded upload."""
+    return f"{upload_key(upload)} frame {frame} cam {model_name}"
 
 
 def write_outputs(rendered: Rendered) -> tuple[str, str]:

@@ -387,16 +387,19 @@ def test_the_slice_is_encoded_while_the_model_runs(trained_model, tmp_path, monk
                                                                                 direct.threshold)
 
 
-def test_releasing_the_opacity_slider_redraws_the_overlay_of_the_answer_shown(trained_model, tmp_path, monkeypatch,
-                                                                              caplog):
+def test_moving_the_opacity_slider_redraws_the_overlay_of_the_answer_shown(trained_model, tmp_path, monkeypatch,
+                                                                           caplog):
     """The page's own event (no API name), in the predictions' concurrency group: with an answer shown, the
-    overlay a Classify at the new opacity gives, named as the Classify's; with none shown, no prediction."""
+    overlay a Classify at the new opacity gives (the same bytes, named alike), from the answer's map without
+    running the model; with none shown, nothing; once the decoded upload is no longer held, the file is
+    asked for again, as a Classify would."""
     import logging
     import shutil
 
     import gradio as gr
 
     import app
+    from tumortrace import uploads
     from tumortrace.registry import build_registry
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
@@ -404,23 +407,32 @@ def test_releasing_the_opacity_slider_redraws_the_overlay_of_the_answer_shown(tr
     fns = {f.name: f for f in demo.fns.values() if f.name}
     redraw, predict = fns["redraw_overlay"], fns["predict"]
     assert redraw.concurrency_id == predict.concurrency_id and redraw.api_visibility == "private"
+    assert redraw.trigger_mode == "always_last"  # while dragging: one redraw at a time, and the last value's
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (60, 80), dtype=np.uint8)).save(tmp_path / "slice.png")
     name = trained_model.name
 
-    def upload() -> dict:  # a fresh copy each time: a prediction deletes the upload it reads
-        folder = tmp_path / "uploads" / str(len(list(tmp_path.glob("uploads/*"))))
+    def upload() -> dict:  # a fresh copy each time, where Gradio keeps uploads: a prediction deletes it
+        folder = tmp_path / "gradio" / f"upload{len(list(tmp_path.glob('gradio/upload*')))}"
         folder.mkdir(parents=True)
         return {"path": shutil.copy(tmp_path / "slice.png", folder / "slice.png")}
 
     with caplog.at_level(logging.INFO, logger="tumortrace.app"):
         assert redraw.fn(upload(), name, 0.8, 1, None) == gr.skip()  # no answer shown
         assert redraw.fn(None, name, 0.8, 1, {"path": "gradcam.jpg"}) == gr.skip()  # no file
-        assert "predict:" not in caplog.text
-        shown = predict.fn(upload(), name, 0.45, 1)
-        redrawn = redraw.fn(upload(), name, 0.8, 1, shown[1])
-        assert caplog.text.count("predict:") == 2
+        assert "predict:" not in caplog.text and "redrawn" not in caplog.text
+        shown_file = upload()
+        shown = predict.fn(shown_file, name, 0.45, 1)
+        assert not Path(shown_file["path"]).exists()
+        redrawn = redraw.fn(shown_file, name, 0.8, 1, shown[1])
+        assert caplog.text.count("predict:") == 1 and caplog.text.count("overlay redrawn at opacity 0.80") == 1
+        with pytest.raises(gr.Error, match="must be a number from 0 to 1"):
+            redraw.fn(shown_file, name, 1.5, 1, shown[1])
     assert redrawn == predict.fn(upload(), name, 0.8, 1)[1]  # content-addressed paths: the same bytes
     assert redrawn["path"] != shown[1]["path"] and redrawn["orig_name"] == shown[1]["orig_name"]
+    later = time.monotonic() + 301  # past the 5 minutes a decoded upload (and its answer's map) is held
+    monkeypatch.setattr(uploads.time, "monotonic", lambda: later)
+    with pytest.raises(gr.Error, match="upload the file again"):
+        redraw.fn(shown_file, name, 0.3, 1, shown[1])
 
 
 @pytest.mark.parametrize("shape", [(37, 53), (64, 48, 3)])

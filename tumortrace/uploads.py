@@ -18,6 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from .images import ImageLoadError, LoadedImage, check_frame_number, load_image
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,10 @@ class RecentUploads:
     second is answered from here (the image, or the same specific error for a file that cannot be used)
     instead of "cannot be opened". The race's window is a request's wait in the queue: the cap (~35
     BUSI-sized slices) covers seconds of distinct uploads under load. A multi-frame file's bytes stay so
-    that its other frames can be chosen without uploading it again. Bounded in bytes and in age since
-    last use; nothing goes to disk. The newest entry stays even when it alone is above the cap.
+    that its other frames can be chosen without uploading it again. The app also keeps here the Grad-CAM
+    map of each answer (an array, at the model's input size), so that a new opacity redraws its overlay
+    without running the model again. Bounded in bytes and in age since last use; nothing goes to disk. The
+    newest entry stays even when it alone is above the cap.
     """
 
     def __init__(self, ttl_s: float = 300.0, max_bytes: int = 64 * 2**20):
@@ -51,13 +55,13 @@ class RecentUploads:
         while len(self._items) > 1 and sum(_nbytes(v[1]) for v in self._items.values()) > self.max_bytes:
             self._items.popitem(last=False)
 
-    def put(self, key: str, value: LoadedImage | ImageLoadError | bytes) -> None:
+    def put(self, key: str, value: LoadedImage | ImageLoadError | bytes | np.ndarray) -> None:
         with self._lock:
             self._items[key] = (time.monotonic(), value)
             self._items.move_to_end(key)
             self._expire(time.monotonic())
 
-    def get(self, key: str) -> LoadedImage | ImageLoadError | bytes | None:
+    def get(self, key: str) -> LoadedImage | ImageLoadError | bytes | np.ndarray | None:
         """The value, whose age starts again (the oldest-used goes first)."""
         with self._lock:
             now = time.monotonic()
@@ -78,9 +82,11 @@ class RecentUploads:
             self.put(f"{key} bytes", data)
 
 
-def _nbytes(value: LoadedImage | ImageLoadError | bytes) -> int:
+def _nbytes(value: LoadedImage | ImageLoadError | bytes | np.ndarray) -> int:
     if isinstance(value, bytes):
         return len(value)
+    if isinstance(value, np.ndarray):
+        return value.nbytes
     return value.pixels.nbytes if isinstance(value, LoadedImage) else 0
 
 
