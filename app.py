@@ -51,7 +51,7 @@ from tumortrace.inference import display_pixels, predict_image  # noqa: E402
 from tumortrace.lone import LonePredictions  # noqa: E402
 from tumortrace.png import encode_png  # noqa: E402
 from tumortrace.registry import Registry, build_registry  # noqa: E402
-from tumortrace.uploads import DecodeAhead, RecentUploads, read_upload, upload_key  # noqa: E402
+from tumortrace.uploads import DecodeAhead, RecentUploads, frame_key, read_upload, upload_key  # noqa: E402
 
 # The output images this process wrote last: answered before Gradio's file route (tumortrace.output_files).
 RECENT_OUTPUTS = output_files.RecentOutputs()
@@ -237,6 +237,12 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         except ModelLoadError as exc:
             raise gr.Error(str(exc)) from None
 
+    def checked_inputs(model_name: str, opacity: float, frame: float | None) -> tuple[str, float, int]:
+        """The model, opacity and frame a client sent, as the page's components read them, or a gr.Error."""
+        return (api_input(model_choice, model_name, f"the model must be one of: {', '.join(choices) or 'none'}"),
+                api_input(opacity_slider, opacity, "the Grad-CAM opacity must be a number from 0 to 1"),
+                int(api_input(frame_number, frame, "the frame must be a whole number from 1 (1 = the first frame)")))
+
     def predict(file: dict | None, model_name: str, opacity: float = OPACITY, frame: float | None = 1) -> list:
         """Classify one uploaded slice (frame ``frame`` of a multi-frame DICOM or multi-page TIFF):
         probabilities, Grad-CAM overlay, provenance (API: /predict).
@@ -246,9 +252,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         components' own preprocess and postprocess run here instead: Gradio would run each of the eight in
         a worker thread of its own, ~7 ms of Gradio's time around a lone request (benchmarks/HISTORY.md).
         """
-        model_name = api_input(model_choice, model_name, f"the model must be one of: {', '.join(choices) or 'none'}")
-        opacity = api_input(opacity_slider, opacity, "the Grad-CAM opacity must be a number from 0 to 1")
-        frame = api_input(frame_number, frame, "the frame must be a whole number from 1 (1 = the first frame)")
+        model_name, opacity, frame = checked_inputs(model_name, opacity, frame)
         if not file:
             raise gr.Error("Upload an image first (PNG, JPEG, TIFF, BMP or DICOM).")
         started = time.perf_counter()
@@ -256,7 +260,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         upload = Path(file["path"])
         with running:
             try:
-                image = read_upload(upload, recent, int(frame), ahead)
+                image = read_upload(upload, recent, frame, ahead)
             except ImageLoadError as exc:
                 raise gr.Error(f"Cannot use this file: {exc.reason}") from None
             rendered = classified.take(upload_key(upload), image, model_name, opacity) if classified else None
@@ -267,7 +271,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
             if rendered is None:
                 rendered = render(loaded, image, cam_method, opacity, encoder)
             heat_file, slice_file = write_outputs(rendered)
-        recent.put(cam_key(upload, int(frame), model_name), rendered.cam)
+        recent.put(cam_key(upload, frame, model_name), rendered.cam)
         if classified:
             classified.expect(model_name, opacity)
         notes = [f"{k}: {v}" for k, v in image.info.items() if k in ("window", "frame", "inverted", "alpha",
@@ -280,7 +284,7 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                  (time.perf_counter() - started) * 1e3)
         values = (rendered.probabilities, heat_file, slice_file, decision, provenance(loaded, cam_method))
         wire = [_wire(component.postprocess(value)) for component, value in zip(outputs, values)]
-        wire[1]["orig_name"], wire[2]["orig_name"] = download_names(upload, int(frame), image.frames,
+        wire[1]["orig_name"], wire[2]["orig_name"] = download_names(upload, frame, image.frames,
                                                                    model_name)
         return wire
 
@@ -293,12 +297,10 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
         never classifies a file nobody asked about. The page's own event, not the API's."""
         if not shown or not file:
             return gr.skip()
-        model_name = api_input(model_choice, model_name, f"the model must be one of: {', '.join(choices) or 'none'}")
-        opacity = api_input(opacity_slider, opacity, "the Grad-CAM opacity must be a number from 0 to 1")
-        frame = int(api_input(frame_number, frame, "the frame must be a whole number from 1 (1 = the first frame)"))
+        model_name, opacity, frame = checked_inputs(model_name, opacity, frame)
         started, upload = time.perf_counter(), Path(file["path"])
         cam = recent.get(cam_key(upload, frame, model_name))
-        image = recent.get(f"{upload_key(upload)} frame {frame}")
+        image = recent.get(frame_key(upload_key(upload), frame))
         if not isinstance(cam, np.ndarray) or not isinstance(image, LoadedImage):
             return predict(file, model_name, opacity, frame)[1]
         heat_file = store_output(overlay_jpeg(display_pixels(image), cam, opacity), "gradcam.jpg")
@@ -472,7 +474,7 @@ def overlay_jpeg(shown: np.ndarray, cam: np.ndarray, opacity: float) -> bytes:
 
 def cam_key(upload: Path, frame: int, model_name: str) -> str:
     """Where the map of an answer is kept in the app's recent uploads, beside the decoded upload."""
-    return f"{upload_key(upload)} frame {frame} cam {model_name}"
+    return f"{frame_key(upload_key(upload), frame)} cam {model_name}"
 
 
 def write_outputs(rendered: Rendered) -> tuple[str, str]:

@@ -29,6 +29,11 @@ def upload_key(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+def frame_key(key: str, frame: int) -> str:
+    """Where what decoding frame ``frame`` of upload ``key`` gave is kept in :class:`RecentUploads`."""
+    return f"{key} frame {frame}"
+
+
 class RecentUploads:
     """What decoding each upload gave (the image, or the ImageLoadError) per frame, and the bytes of each
     multi-frame upload: in memory only, keyed by the content hash in the upload's path.
@@ -77,7 +82,7 @@ class RecentUploads:
         """What decoding frame ``frame`` of the upload ``key`` (bytes ``data``) gave."""
         if isinstance(outcome, ImageLoadError):
             outcome = ImageLoadError(outcome.path, outcome.reason)  # without the traceback (and its pixels)
-        self.put(f"{key} frame {frame}", outcome)
+        self.put(frame_key(key, frame), outcome)
         if isinstance(outcome, LoadedImage) and outcome.frames > 1:
             self.put(f"{key} bytes", data)
 
@@ -110,7 +115,7 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1, ahead: Decode
     arrived first waits for that decode; a decode ahead, like a request's own, leaves the file deleted and
     its outcome (and a multi-frame file's bytes) in ``recent``."""
     key = upload_key(path)
-    outcome_key = f"{key} frame {frame}"
+    outcome_key = frame_key(key, frame)
     try:
         if ahead is not None:
             ahead.wait(key)
@@ -121,7 +126,7 @@ def read_upload(path: Path, recent: RecentUploads, frame: int = 1, ahead: Decode
                 return earlier
             data = recent.get(f"{key} bytes")
             if data is None:
-                if isinstance(first := recent.get(f"{key} frame 1"), LoadedImage):
+                if isinstance(first := recent.get(frame_key(key, 1)), LoadedImage):
                     check_frame_number(path, frame, first.frames)
                 raise ImageLoadError(path, f"cannot be opened ({exc.strerror or exc}); the app deletes an upload "
                                            "once it is decoded: upload the file again") from None
