@@ -348,8 +348,10 @@ def build_app(registry: Registry, cam_method: str = "fast-cam", concurrency: int
                                          show_heading=False)
                         decision_text = gr.Markdown(label="decision")
                 with gr.Row():
+                    # interactive=False: also an input (of the opacity's redraw), which would make it an upload box
                     heat = gr.Image(label="Grad-CAM for the malignant class", format="png", type="numpy",
-                                    height=380, buttons=["download", "fullscreen"], elem_classes=["slice-view"])
+                                    height=380, buttons=["download", "fullscreen"], elem_classes=["slice-view"],
+                                    interactive=False)
                     raw = gr.Image(label="Image as the model saw it (before resizing)", format="png", type="numpy",
                                    height=380, buttons=["download", "fullscreen"], elem_classes=["slice-view"])
                 prov = gr.Markdown(label="provenance")

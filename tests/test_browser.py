@@ -225,6 +225,10 @@ def test_moving_the_opacity_slider_redraws_the_overlay_of_the_answer_shown(train
         redrawn = said("overlay redrawn at opacity")
         assert redrawn and redrawn[-1].split("opacity ")[1].startswith(f"{float(slider.input_value()):.2f}")
         assert len(said("predict:")) == 1  # the model ran once: for the Classify
+        # Still an image with its download button, not an upload box (an event's input is interactive in
+        # Gradio unless it says otherwise).
+        assert page.eval_on_selector_all(".slice-view a[download]", "links => links.length") == 2
+        assert page.locator(".slice-view input[type=file]").count() == 0
         assert page.get_by_text("Decision at the model's").inner_text() == decision
         number = page.get_by_label("number input for Grad-CAM opacity")
         for change, value in ((lambda: (number.fill("0.6"), number.press("Enter")), "0.60"),
