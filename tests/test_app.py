@@ -403,7 +403,7 @@ def test_moving_the_opacity_slider_redraws_the_overlay_of_the_answer_shown(train
     from tumortrace.registry import build_registry
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    demo = app.build_app(build_registry(str(trained_model), None), decode_ahead=False)
+    demo = app.build_app(build_registry(str(trained_model), None), decode_ahead=False, wide_alone=False)
     fns = {f.name: f for f in demo.fns.values() if f.name}
     redraw, predict = fns["redraw_overlay"], fns["predict"]
     assert redraw.concurrency_id == predict.concurrency_id and redraw.api_visibility == "private"
